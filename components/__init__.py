@@ -1,0 +1,1 @@
+"""ComponentResources: one infrastructure concern each, from typed config and rendered text."""

@@ -1,0 +1,1 @@
+"""Pure renderers: stack config in, file text out. No Pulumi imports, no I/O."""

@@ -1,0 +1,1 @@
+"""Stack configuration and the per-stack composition of components."""

@@ -1,0 +1,60 @@
+"""The per-stack composition: which components a stack builds, and what it exports."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_command as command
+
+from components.cloud_guest import CloudGuest
+from components.device_guest import DeviceGuest
+from components.guest_common import GuestArgs
+from components.proxmox_host import ProxmoxHost, ProxmoxHostArgs
+from stacks.config import StackConfig, load_stack_config
+
+
+def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
+    """Declare every resource of the stack; returns the guests by name."""
+    # Explicit providers only: the project disables every default provider.
+    command_provider = command.Provider("command")
+    opts = pulumi.ResourceOptions(providers=[command_provider])
+    host = ProxmoxHost(
+        "proxmox",
+        ProxmoxHostArgs(
+            proxmox=cfg.proxmox,
+            network=cfg.network,
+            host_shared=cfg.host_shared,
+            secrets=cfg.secrets,
+        ),
+        opts,
+    )
+    guests: dict[str, CloudGuest | DeviceGuest] = {}
+    for spec in cfg.guests:
+        args = GuestArgs(
+            spec=spec,
+            proxmox=cfg.proxmox,
+            network=cfg.network,
+            host=host,
+            authorized_keys=cfg.ssh_authorized_keys,
+            private_key=cfg.secrets.guest_ssh_private_key,
+            readiness_timeout_seconds=cfg.readiness_timeout_seconds,
+        )
+        guest_class = CloudGuest if spec.kind == "lxc" else DeviceGuest
+        guests[spec.name] = guest_class(spec.name, args, opts)
+
+    pulumi.export("environment", cfg.environment)
+    pulumi.export("guests", {name: g.outputs for name, g in guests.items()})
+    if cfg.host_shared.owner:
+        pulumi.export(
+            "hostShared",
+            {
+                "lxcTemplateFileId": host.lxc_template_file_id,
+                "vendorDataFileId": host.vendor_data_file_id,
+                "vmTemplateId": host.vm_template_id,
+                "pool": host.pool_id,
+            },
+        )
+    return guests
+
+
+def main() -> None:
+    build(load_stack_config())
