@@ -24,7 +24,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
 
-from stacks.config import PROJECT, SECRET_KEYS, StackConfig, parse_config
+from stacks.config import PROJECT, SECRET_KEYS, StackConfig, load_stack_config
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_MARKER = "[secret]"
@@ -202,7 +202,6 @@ def synthesize(
 
     if values is None or secret_keys is None:
         values, secret_keys = stack_file_config(stack)
-    config = parse_config(values, secret_keys, stack)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -214,6 +213,7 @@ def synthesize(
             mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
         )
         set_all_config(values, sorted(secret_keys))
+        config = load_stack_config()  # the same path as __main__.py
         build(config)
         loop.run_until_complete(wait_for_rpcs())
         outputs = loop.run_until_complete(_resolve_outputs())

@@ -1,0 +1,274 @@
+"""The stack config validator: every bad input is reported with its key, its value and a fix."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stacks.config import ConfigError, Secret
+from tests.configs import Raw, parse, set_path, stack_raw
+
+DEV = stack_raw("dev")
+PROD = stack_raw("prod")
+SECRET_TEXT = "hunter2-very-secret"
+GUEST = "guests.dev-cloud"
+
+
+def both_guests_on(attr: str, value: object) -> Callable[[Raw], Raw]:
+    def mutate(raw: Raw) -> Raw:
+        raw = set_path(raw, f"{GUEST}.{attr}", value)
+        return set_path(raw, f"guests.virtual-smoker-device.{attr}", value)
+
+    return mutate
+
+
+def at(path: str, value: object, secret: bool = False) -> Callable[[Raw], Raw]:
+    return lambda raw: set_path(raw, path, value, secret)
+
+
+# (case id, mutation of the valid dev config, key the error must name, text it must contain)
+BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
+    ("vmid-too-low", at(f"{GUEST}.vmid", 42), f"{GUEST}.vmid", "between 100 and 999999"),
+    ("vmid-too-high", at(f"{GUEST}.vmid", 10**7), f"{GUEST}.vmid", "between 100 and 999999"),
+    ("vmid-not-a-number", at(f"{GUEST}.vmid", "one-oh-four"), f"{GUEST}.vmid", "whole number"),
+    ("vmid-duplicate", both_guests_on("vmid", 104), "vmid", "same VMID"),
+    ("vmid-is-template", at(f"{GUEST}.vmid", 9000), f"{GUEST}.vmid", "template's VMID"),
+    ("ip-outside-network", at(f"{GUEST}.ipv4", "10.30.0.20/24"), f"{GUEST}.ipv4", "outside"),
+    ("ip-duplicate", both_guests_on("ipv4", "10.20.0.20/24"), "ipv4", "same address"),
+    ("ip-is-gateway", at(f"{GUEST}.ipv4", "10.20.0.1/24"), f"{GUEST}.ipv4", "gateway"),
+    ("ip-is-broadcast", at(f"{GUEST}.ipv4", "10.20.0.255/24"), f"{GUEST}.ipv4", "broadcast"),
+    ("ip-wrong-prefix", at(f"{GUEST}.ipv4", "10.20.0.20/16"), f"{GUEST}.ipv4", "prefix"),
+    ("ip-no-prefix", at(f"{GUEST}.ipv4", "10.20.0.20"), f"{GUEST}.ipv4", "prefix length"),
+    ("ip-garbage", at(f"{GUEST}.ipv4", "10.20.0.300/24"), f"{GUEST}.ipv4", "not an IPv4"),
+    ("gateway-outside", at("network.gateway", "10.99.0.1"), "network.gateway", "outside"),
+    ("network-not-cidr", at("network.cidr", "10.20.0.1/24"), "network.cidr", "CIDR"),
+    ("dns-invalid", at("network.dns", ["1.1.1.1", "dns.google"]), "network.dns", "IPv4"),
+    ("dns-empty", at("network.dns", []), "network.dns", "at least one"),
+    ("dns-unreachable-private", at("network.dns", ["10.0.0.1"]), "network.dns[0]", "reachable"),
+    ("hostname-underscore", at(f"{GUEST}.hostname", "dev_cloud"), f"{GUEST}.hostname", "1123"),
+    ("hostname-leading-dash", at(f"{GUEST}.hostname", "-dev"), f"{GUEST}.hostname", "1123"),
+    ("hostname-too-long", at(f"{GUEST}.hostname", "a" * 64), f"{GUEST}.hostname", "1123"),
+    ("hostname-duplicate", both_guests_on("hostname", "smoker"), "hostname", "same hostname"),
+    ("tag-upper-case", at(f"{GUEST}.tags", ["Cloud"]), f"{GUEST}.tags", "lower-case"),
+    ("tag-bad-char", at(f"{GUEST}.tags", ["dev cloud"]), f"{GUEST}.tags", "lower-case"),
+    ("cores-zero", at(f"{GUEST}.cores", 0), f"{GUEST}.cores", "1..64"),
+    ("memory-tiny", at(f"{GUEST}.memoryMb", 64), f"{GUEST}.memoryMb", "256.."),
+    ("swap-negative", at(f"{GUEST}.swapMb", -1), f"{GUEST}.swapMb", "0.."),
+    ("disk-huge", at(f"{GUEST}.diskGb", 100_000), f"{GUEST}.diskGb", "4..4096"),
+    ("lxc-disk-missing", at(f"{GUEST}.diskGb", None), f"{GUEST}.diskGb", "required"),
+    ("kind-unknown", at(f"{GUEST}.kind", "docker"), f"{GUEST}.kind", "'lxc' or 'vm'"),
+    ("guest-typo-key", at(f"{GUEST}.memroyMb", 4096), f"{GUEST}.memroyMb", "memoryMb"),
+    ("top-level-typo", at("netwrok", {"cidr": "10.20.0.0/24"}), "netwrok", "not a known"),
+    ("bool-not-bool", at(f"{GUEST}.firewall", "yes"), f"{GUEST}.firewall", "true or false"),
+    ("endpoint-http", at("proxmox.endpoint", "http://pve:8006/"), "proxmox.endpoint", "https"),
+    ("username-no-realm", at("proxmox.username", "root"), "proxmox.username", "realm"),
+    ("bridge-invalid", at("network.bridge", "vm br0"), "network.bridge", "bridge"),
+    (
+        "secret-in-plain-text",
+        at("proxmoxPassword", SECRET_TEXT),
+        "proxmoxPassword",
+        "--secret proxmoxPassword",
+    ),
+    (
+        "unknown-secret-plain",
+        at("tailscaleAuthKey", SECRET_TEXT),
+        "tailscaleAuthKey",
+        "--secret tailscaleAuthKey",
+    ),
+    (
+        "secret-nested-in-object",
+        at("proxmox.password", SECRET_TEXT),
+        "proxmox.password",
+        "pulumi config set --secret",
+    ),
+    ("missing-guest-key", at("guestSshPrivateKey", None), "guestSshPrivateKey", "--secret"),
+    (
+        "guest-key-is-public",
+        at("guestSshPrivateKey", "ssh-ed25519 AAAA " + SECRET_TEXT, secret=True),
+        "guestSshPrivateKey",
+        "not a PEM/OpenSSH private key",
+    ),
+    (
+        "no-proxmox-credentials",
+        at("proxmoxPassword", None),
+        "proxmoxPassword",
+        "--secret proxmoxPassword",
+    ),
+    (
+        "keyctl-needs-password",
+        lambda raw: set_path(
+            set_path(raw, "proxmoxPassword", None),
+            "proxmoxApiToken",
+            "root@pam!ci=" + SECRET_TEXT,
+            secret=True,
+        ),
+        "proxmoxPassword",
+        "keyctl",
+    ),
+    (
+        "api-token-malformed",
+        at("proxmoxApiToken", SECRET_TEXT, secret=True),
+        "proxmoxApiToken",
+        "user@realm!tokenid=uuid",
+    ),
+    ("owner-missing-nat-key", at("proxmoxSshPrivateKey", None), "proxmoxSshPrivateKey", "--secret"),
+    (
+        "template-checksum-bad",
+        at("hostShared.lxcTemplate.checksum", "abc"),
+        "hostShared.lxcTemplate.checksum",
+        "sha256",
+    ),
+    (
+        "cloud-image-not-importable",
+        at("hostShared.cloudImage.fileName", "jammy.img"),
+        "hostShared.cloudImage.fileName",
+        ".qcow2",
+    ),
+    (
+        "owner-with-file-id",
+        at("hostShared.lxcTemplateFileId", "local:vztmpl/x.tar.xz"),
+        "hostShared.lxcTemplateFileId",
+        "remove it",
+    ),
+    ("authorized-keys-empty", at("sshAuthorizedKeys", []), "sshAuthorizedKeys", "at least one"),
+    (
+        "authorized-key-garbage",
+        at("sshAuthorizedKeys", ["ssh-ed25519 not-base64!"]),
+        "sshAuthorizedKeys",
+        "OpenSSH public key",
+    ),
+    ("environment-unknown", at("environment", "staging"), "environment", "'dev' or 'prod'"),
+    ("structured-json-broken", at("guests", "{not json"), "guests", "structured"),
+    ("readiness-too-short", at("readinessTimeoutSeconds", "5"), "readinessTimeoutSeconds", "30"),
+    ("host-key-garbage", at(f"{GUEST}.sshHostKey", "hello"), f"{GUEST}.sshHostKey", "host key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "text"),
+    [pytest.param(m, k, t, id=i) for i, m, k, t in BAD_INPUTS],
+)
+def test_bad_input_is_reported_with_key_value_and_fix(
+    mutate: Callable[[Raw], Raw], key: str, text: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(mutate(DEV))
+    problems = [p for p in caught.value.problems if key in p.key]
+    assert problems, f"no problem names {key}: {caught.value}"
+    assert any(text in str(p) for p in problems), str(caught.value)
+    message = str(caught.value)
+    assert "Fix:" in message and f"smoker-infra:{problems[0].key}" in message
+    assert SECRET_TEXT not in message, "a secret value leaked into the error"
+
+
+def test_there_are_at_least_25_distinct_bad_inputs() -> None:
+    assert len({case[0] for case in BAD_INPUTS}) >= 25
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    raw = set_path(DEV, f"{GUEST}.vmid", 1)
+    raw = set_path(raw, f"{GUEST}.hostname", "Bad_Name")
+    raw = set_path(raw, "network.dns", ["10.0.0.1"])
+    with pytest.raises(ConfigError) as caught:
+        parse(raw)
+    keys = {p.key for p in caught.value.problems}
+    assert {f"{GUEST}.vmid", f"{GUEST}.hostname", "network.dns[0]"} <= keys
+    assert "3 problem(s)" in str(caught.value)
+
+
+def test_prod_guests_cannot_be_unprotected() -> None:
+    with pytest.raises(ConfigError, match="always protected"):
+        parse(set_path(PROD, "guests.prod-cloud.protect", False), "prod")
+
+
+def test_non_owner_needs_the_owner_file_ids() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(set_path(PROD, "hostShared.vendorDataFileId", None), "prod")
+    assert "owner stack's output" in str(caught.value)
+
+
+def test_both_stack_files_are_valid() -> None:
+    dev, prod = parse(DEV, "dev"), parse(PROD, "prod")
+    assert [g.vmid for g in dev.guests] == [104, 9001]
+    assert [g.vmid for g in prod.guests] == [106]
+    assert dev.host_shared.owner and not prod.host_shared.owner
+
+
+def test_stacks_never_manage_the_same_proxmox_object() -> None:
+    dev, prod = parse(DEV, "dev"), parse(PROD, "prod")
+    for attr in ("vmid", "hostname", "ipv4"):
+        assert not {getattr(g, attr) for g in dev.guests} & {getattr(g, attr) for g in prod.guests}
+    # prod refers to exactly what dev creates
+    assert prod.host_shared.lxc_template_file_id == dev.host_shared.lxc_template_file_id
+    assert prod.host_shared.vendor_data_file_id == dev.host_shared.vendor_data_file_id
+    assert prod.host_shared.vm_template_id == dev.host_shared.vm_template_id
+
+
+def test_secret_never_prints() -> None:
+    cfg = parse(DEV)
+    assert "PRIVATE" not in repr(cfg) + str(cfg.secrets.guest_ssh_private_key)
+    assert repr(Secret("x")) == "Secret(***)"
+
+
+def test_defaults_come_from_reference() -> None:
+    cfg = parse(DEV)
+    cloud = cfg.guest("dev-cloud")
+    assert (cloud.cores, cloud.memory_mb, cloud.swap_mb, cloud.disk_gb) == (2, 4096, 1024, 20)
+    assert cloud.tags == ("cloud", "dev") and cloud.ssh_user == "root" and not cloud.protect
+    device = cfg.guest("virtual-smoker-device")
+    assert device.disk_gb is None and device.ssh_user == "smoker" and device.machine == "q35"
+    assert [str(s) for s in cfg.network.dns] == ["1.1.1.1", "8.8.8.8"]
+    assert parse(PROD, "prod").guest("prod-cloud").protect
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties of the address and VMID rules
+
+NETWORK = ipaddress.IPv4Network("10.20.0.0/24")
+GATEWAY = ipaddress.IPv4Address("10.20.0.1")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_any_address_is_accepted_exactly_when_it_is_a_free_host_in_the_network(n: int) -> None:
+    address = ipaddress.IPv4Address(n)
+    raw = set_path(DEV, f"{GUEST}.ipv4", f"{address}/24")
+    usable = (
+        address in NETWORK
+        and address not in (NETWORK.network_address, NETWORK.broadcast_address, GATEWAY)
+        and address != ipaddress.IPv4Address("10.20.0.40")  # the device VM's
+    )
+    if usable:
+        assert parse(raw).guest("dev-cloud").ipv4.ip == address
+    else:
+        with pytest.raises(ConfigError) as caught:
+            parse(raw)
+        assert {p.key for p in caught.value.problems} & {f"{GUEST}.ipv4", "guests.dev-cloud.ipv4"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=-(10**7), max_value=10**7))
+def test_any_vmid_is_accepted_exactly_when_in_range_and_unique(vmid: int) -> None:
+    raw = set_path(DEV, f"{GUEST}.vmid", vmid)
+    if 100 <= vmid <= 999_999 and vmid not in (9000, 9001):
+        assert parse(raw).guest("dev-cloud").vmid == vmid
+    else:
+        with pytest.raises(ConfigError) as caught:
+            parse(raw)
+        assert any(p.key.endswith(".vmid") for p in caught.value.problems)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=100, max_value=999_999), min_size=2, max_size=2))
+def test_two_guests_never_share_a_vmid(vmids: list[int]) -> None:
+    raw = set_path(DEV, f"{GUEST}.vmid", vmids[0])
+    raw = set_path(raw, "guests.virtual-smoker-device.vmid", vmids[1])
+    if vmids[0] == vmids[1] or 9000 in vmids:
+        with pytest.raises(ConfigError):
+            parse(raw)
+    else:
+        assert {g.vmid for g in parse(raw).guests} == set(vmids)

@@ -1,0 +1,222 @@
+"""Both stacks evaluated under Pulumi mocks in one run (a fresh runtime for each)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools.synth import SECRET_MARKER, Synthesis, synthesize, tree
+
+LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+COMMAND = "command:remote:Command"
+OWNER_ONLY = {
+    "proxmoxve:index/poolLegacy:PoolLegacy",
+    "proxmoxve:download/fileLegacy:FileLegacy",
+    "proxmoxve:index/fileLegacy:FileLegacy",
+}
+
+
+@pytest.fixture(scope="module")
+def dev() -> Synthesis:
+    return synthesize("dev")
+
+
+@pytest.fixture(scope="module")
+def prod(dev: Synthesis) -> Synthesis:  # after dev: proves the runtime resets between stacks
+    return synthesize("prod")
+
+
+def test_guests_have_pinned_vmids(dev: Synthesis, prod: Synthesis) -> None:
+    assert dev.one(LXC, "dev-cloud").inputs["vmId"] == 104
+    assert dev.one(VM, "virtual-smoker-device").inputs["vmId"] == 9001
+    assert prod.one(LXC, "prod-cloud").inputs["vmId"] == 106
+    assert [r.name for r in prod.by_type(LXC)] == ["prod-cloud"] and not prod.by_type(VM)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_cloud_guest_is_an_unprivileged_docker_and_tailscale_ready_lxc(
+    stack: str, dev: Synthesis, prod: Synthesis
+) -> None:
+    synthesis = {"dev": dev, "prod": prod}[stack]
+    (lxc,) = synthesis.by_type(LXC)
+    i = lxc.inputs
+    assert i["unprivileged"] is True
+    assert i["features"] == {"nesting": True, "keyctl": True}
+    assert i["devicePassthroughs"] == [{"path": "/dev/net/tun"}]
+    assert i["operatingSystem"]["type"] == "ubuntu"
+    assert i["networkInterfaces"] == [{"name": "eth0", "bridge": "vmbr0", "firewall": True}]
+    assert i["initialization"]["dns"]["servers"] == ["1.1.1.1", "8.8.8.8"]
+    assert i["initialization"]["ipConfigs"][0]["ipv4"]["gateway"] == "10.20.0.1"
+    assert i["startOnBoot"] is True and i["poolId"] == "smart-smoker"
+    # keys and template are creation-only: changing them must not replace the guest
+    assert set(lxc.ignore_changes) == {
+        "initialization.userAccount",
+        "operatingSystem.templateFileId",
+    }
+
+
+def test_sizes_addresses_and_hostnames_match_reference(dev: Synthesis, prod: Synthesis) -> None:
+    d, p = dev.one(LXC, "dev-cloud").inputs, prod.one(LXC, "prod-cloud").inputs
+    assert (d["cpu"]["cores"], d["memory"], d["disk"]["size"]) == (
+        2,
+        {"dedicated": 4096, "swap": 1024},
+        20,
+    )
+    assert (p["cpu"]["cores"], p["memory"], p["disk"]["size"]) == (
+        4,
+        {"dedicated": 8192, "swap": 2048},
+        40,
+    )
+    assert d["initialization"]["hostname"] == "smart-smoker-dev-cloud"
+    assert p["initialization"]["hostname"] == "smart-smoker-cloud-prod"
+    assert d["initialization"]["ipConfigs"][0]["ipv4"]["address"] == "10.20.0.20/24"
+    assert p["initialization"]["ipConfigs"][0]["ipv4"]["address"] == "10.20.0.30/24"
+
+
+def test_device_vm_is_a_full_q35_ovmf_clone_of_the_template(dev: Synthesis) -> None:
+    vm = dev.one(VM, "virtual-smoker-device").inputs
+    assert vm["clone"] == {"vmId": 9000, "full": True, "datastoreId": "local-lvm"}
+    assert (vm["machine"], vm["bios"]) == ("q35", "ovmf")
+    assert vm["agent"] == {"enabled": True}
+    assert vm["serialDevices"] == [{"device": "socket"}]
+    assert vm["initialization"]["userAccount"]["username"] == "smoker"
+    assert vm["initialization"]["ipConfigs"][0]["ipv4"]["address"] == "10.20.0.40/24"
+    assert (
+        vm["initialization"]["vendorDataFileId"] == "local:snippets/smart-smoker-vendor-data.yaml"
+    )
+    assert (vm["cpu"]["cores"], vm["memory"]["dedicated"]) == (4, 1024)
+    assert "disks" not in vm  # the template's disk
+
+
+def test_protect_on_prod_guests_only(dev: Synthesis, prod: Synthesis) -> None:
+    prod_guest = prod.one(LXC, "prod-cloud")
+    assert prod_guest.protect and prod_guest.inputs["protection"] is True
+    for guest in dev.by_type(LXC) + dev.by_type(VM):
+        if guest.name != "proxmox-vm-template":
+            assert not guest.protect and guest.inputs["protection"] is False
+
+
+def test_every_resource_uses_an_explicit_provider(dev: Synthesis, prod: Synthesis) -> None:
+    for synthesis in (dev, prod):
+        for r in synthesis.resources:
+            if r.type.startswith("proxmoxve:"):
+                assert r.provider and "pulumi:providers:proxmoxve::proxmox-provider" in r.provider
+            if r.type.startswith("command:"):
+                assert r.provider and "pulumi:providers:command::command" in r.provider
+            assert "default_" not in (r.provider or ""), f"{r.name} uses a default provider"
+
+
+def test_host_owner_resources_only_in_the_owner_stack(dev: Synthesis, prod: Synthesis) -> None:
+    dev_types = {r.type for r in dev.resources}
+    assert dev_types >= OWNER_ONLY
+    assert not OWNER_ONLY & {r.type for r in prod.resources}
+    assert [r.name for r in prod.by_type(VM)] == []
+    template = dev.one(VM, "proxmox-vm-template")
+    assert template.inputs["vmId"] == 9000 and template.inputs["template"] is True
+    assert template.inputs["agent"] == {"enabled": True}
+    assert template.inputs["initialization"]["vendorDataFileId"].startswith("local:snippets/")
+    assert all(
+        r.protect for r in dev.resources if r.type in OWNER_ONLY or r.name == "proxmox-guest-nat"
+    )
+    downloads = {r.name: r.inputs for r in dev.by_type("proxmoxve:download/fileLegacy:FileLegacy")}
+    assert downloads["proxmox-lxc-template"]["contentType"] == "vztmpl"
+    assert downloads["proxmox-lxc-template"]["checksumAlgorithm"] == "sha256"
+    assert len(downloads["proxmox-lxc-template"]["checksum"]) == 64
+    assert downloads["proxmox-cloud-image"]["contentType"] == "import"
+
+
+def test_nat_is_idempotent_and_persistent(dev: Synthesis) -> None:
+    nat = dev.one(COMMAND, "proxmox-guest-nat").inputs
+    assert "iptables -t nat -C" in nat["create"] and "systemctl enable --now" in nat["create"]
+    assert "net.ipv4.ip_forward = 1" in nat["create"]
+    assert "systemctl disable --now" in nat["delete"]
+
+
+def test_credentials_and_keys_are_secret(dev: Synthesis, prod: Synthesis) -> None:
+    for synthesis in (dev, prod):
+        (provider,) = synthesis.by_type("pulumi:providers:proxmoxve")
+        assert provider.inputs["password"] == SECRET_MARKER
+        assert provider.inputs["ssh"] == SECRET_MARKER  # carries the node's SSH private key
+        assert "apiToken" not in provider.inputs  # the password (root@pam) wins
+        for command in synthesis.by_type(COMMAND):
+            assert command.inputs["connection"] == SECRET_MARKER
+        manifest = json.dumps([r.as_json() for r in synthesis.resources])
+        assert "synth-placeholder" not in manifest and "PRIVATE KEY" not in manifest
+
+
+def test_api_token_is_used_and_secret_when_no_password(dev: Synthesis) -> None:
+    from tests.configs import set_path, stack_raw
+
+    raw = set_path(stack_raw("prod"), "guests.prod-cloud.features", {"keyctl": False})
+    raw = set_path(raw, "proxmoxPassword", None)
+    raw = set_path(raw, "proxmoxApiToken", "ci@pve!deploy=0000-1111", secret=True)
+    (provider,) = synthesize("prod", *raw).by_type("pulumi:providers:proxmoxve")
+    assert provider.inputs["apiToken"] == SECRET_MARKER
+    assert "password" not in provider.inputs and "username" not in provider.inputs
+
+
+def test_tags_are_lower_case_and_sorted(dev: Synthesis, prod: Synthesis) -> None:
+    for synthesis in (dev, prod):
+        for r in synthesis.by_type(LXC) + synthesis.by_type(VM):
+            tags = r.inputs["tags"]
+            assert tags == sorted(tags) and all(t == t.lower() for t in tags)
+
+
+def test_readiness_gates_each_guest(dev: Synthesis) -> None:
+    for guest, kind in (("dev-cloud", LXC), ("virtual-smoker-device", VM)):
+        ready = dev.one(COMMAND, f"{guest}-ready")
+        assert ready.parent and ready.parent.endswith(f"::{guest}")
+        assert dev.one(kind, guest).urn in ready.depends_on
+        assert ready.inputs["create"].startswith("timeout 600 ")
+    assert (
+        "cloud-init status --wait"
+        in dev.one(COMMAND, "virtual-smoker-device-ready").inputs["create"]
+    )
+
+
+def test_guests_wait_for_the_host_wide_objects(dev: Synthesis) -> None:
+    depends = set(dev.one(LXC, "dev-cloud").depends_on)
+    for name in ("proxmox-vm-template", "proxmox-guest-nat", "proxmox-pool"):
+        assert any(urn.endswith(f"::{name}") for urn in depends)
+
+
+def test_component_type_tokens_and_parents(dev: Synthesis) -> None:
+    components = {r.name: r.type for r in dev.resources if r.type.startswith("smoker:")}
+    assert components == {
+        "proxmox": "smoker:proxmox:ProxmoxHost",
+        "dev-cloud": "smoker:proxmox:CloudGuest",
+        "virtual-smoker-device": "smoker:proxmox:DeviceGuest",
+    }
+    lxc = dev.one(LXC, "dev-cloud")
+    assert lxc.parent and lxc.parent.endswith("smoker:proxmox:CloudGuest::dev-cloud")
+
+
+def test_stack_outputs(dev: Synthesis, prod: Synthesis) -> None:
+    assert dev.outputs["guests"] == {
+        "dev-cloud": {
+            "vmid": 104,
+            "hostname": "smart-smoker-dev-cloud",
+            "ipv4": "10.20.0.20",
+            "node": "pve",
+        },
+        "virtual-smoker-device": {
+            "vmid": 9001,
+            "hostname": "virtual-smoker-device",
+            "ipv4": "10.20.0.40",
+            "node": "pve",
+        },
+    }
+    assert prod.outputs["guests"]["prod-cloud"]["vmid"] == 106
+    # the IDs prod's stack file refers to are exactly what dev exports
+    shared = dev.outputs["hostShared"]
+    assert shared["lxcTemplateFileId"] == prod.config.host_shared.lxc_template_file_id
+    assert shared["vendorDataFileId"] == prod.config.host_shared.vendor_data_file_id
+    assert "hostShared" not in prod.outputs
+
+
+def test_tree_lists_every_resource(dev: Synthesis) -> None:
+    text = tree(dev)
+    assert text.count("├─") == len(dev.resources)
+    assert "ContainerLegacy  dev-cloud" in text
