@@ -9,6 +9,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.proxmox_host import ProxmoxHost
+from rendering.plan import Step
 from stacks.config import GuestSpec, NetworkSettings, ProxmoxSettings, Secret
 
 PER_DIAL_TIMEOUT_SECONDS = 10
@@ -77,3 +78,40 @@ def guest_outputs(spec: GuestSpec, proxmox: ProxmoxSettings) -> dict[str, object
         "ipv4": str(spec.ipv4.ip),
         "node": proxmox.node,
     }
+
+
+def step_commands(
+    guest_name: str,
+    steps: list[Step],
+    user: str,
+    connection: remote.ConnectionArgs,
+    after: pulumi.Resource,
+    parent: pulumi.Resource,
+) -> list[remote.Command]:
+    """One remote command per apply-plan step, run in order after `after`.
+
+    Steps re-run when their script or stdin change, and all of them when `after` is replaced
+    (a rebuilt guest). A step whose stdin is secret keeps stdin and output secret and unlogged.
+    """
+    commands: list[remote.Command] = []
+    previous = after
+    for step in steps:
+        stdin: pulumi.Input[str] | None = step.stdin
+        if step.secret and step.stdin is not None:
+            stdin = pulumi.Output.secret(step.stdin)
+        previous = remote.Command(
+            f"{guest_name}-{step.name}",
+            connection=connection,
+            create=step.command(user),
+            stdin=stdin,
+            triggers=[after.id],  # type: ignore[attr-defined]
+            add_previous_output_in_env=False,
+            logging=remote.Logging.NONE if step.secret else remote.Logging.STDOUT_AND_STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=parent,
+                depends_on=[previous],
+                additional_secret_outputs=["stdin", "stdout", "stderr"] if step.secret else None,
+            ),
+        )
+        commands.append(previous)
+    return commands

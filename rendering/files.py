@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from rendering import proxmox_host
-from stacks.config import StackConfig
+from rendering.baseline import baseline_plan
+from rendering.plan import Step
+from rendering.tailscale import tailscale_plan
+from stacks.config import GuestSpec, StackConfig
+
+
+def guest_plan(cfg: StackConfig, guest: GuestSpec, auth_key: str = "") -> list[Step]:
+    """The whole apply plan of a guest: baseline, then Tailscale."""
+    return baseline_plan(cfg, guest) + tailscale_plan(guest, auth_key)
 
 
 def host_files(cfg: StackConfig) -> dict[str, str]:
@@ -15,4 +23,9 @@ def host_files(cfg: StackConfig) -> dict[str, str]:
         files[f"proxmox-node/{proxmox_host.NAT_UNIT_NAME}"] = proxmox_host.nat_unit(cidr)
         files["proxmox-node/sysctl-nat.conf"] = proxmox_host.nat_sysctl()
         files["proxmox-node/vendor-data.yaml"] = proxmox_host.vendor_data()
+    for guest in cfg.guests:
+        for number, step in enumerate(guest_plan(cfg, guest), start=1):
+            files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script
+            for path, content in step.files.items():
+                files[f"{guest.name}/files{path}"] = content
     return files

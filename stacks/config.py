@@ -121,6 +121,23 @@ class LxcFeatures:
 
 
 @dataclass(frozen=True)
+class ServeMapping:
+    """`tailscale serve|funnel --https=<https_port> <target>`."""
+
+    https_port: int
+    target: str
+
+
+@dataclass(frozen=True)
+class TailscaleSettings:
+    hostname: str
+    tags: tuple[str, ...]
+    accept_dns: bool
+    serve: tuple[ServeMapping, ...]
+    funnel: bool
+
+
+@dataclass(frozen=True)
 class GuestSpec:
     name: str
     kind: Literal["lxc", "vm"]
@@ -138,10 +155,46 @@ class GuestSpec:
     ssh_host: str
     ssh_host_key: str | None
     ssh_user: str
+    firewall_allow: tuple[str, ...] = ()
+    tailscale: TailscaleSettings | None = None
     lxc_features: LxcFeatures | None = None
     vm_user: str | None = None
     machine: str | None = None
     bios: str | None = None
+
+
+@dataclass(frozen=True)
+class Fail2banSettings:
+    max_retry: int
+    find_time_seconds: int
+    ban_time_seconds: int
+    ignore_ip: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CrunSettings:
+    version: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    engine_version: str
+    compose_version: str
+    address_pools: tuple[tuple[ipaddress.IPv4Network, int], ...]
+    crun: CrunSettings
+    bridge_ip: ipaddress.IPv4Interface | None = None  # docker0; Docker's default when unset
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    timezone: str
+    app_user: str
+    app_dir: str
+    logrotate_days: int
+    fail2ban: Fail2banSettings
+    docker: DockerSettings
 
 
 @dataclass(frozen=True)
@@ -150,6 +203,7 @@ class Secrets:
     proxmox_password: Secret | None = None
     proxmox_api_token: Secret | None = None
     proxmox_ssh_private_key: Secret | None = None
+    tailscale_auth_key: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +216,8 @@ class StackConfig:
     guests: tuple[GuestSpec, ...]
     ssh_authorized_keys: tuple[str, ...]
     readiness_timeout_seconds: int
+    baseline: BaselineSettings
+    tailnet: str
     secrets: Secrets = field(repr=False)
 
     def guest(self, name: str) -> GuestSpec:
@@ -200,6 +256,11 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "guestSshPrivateKey",
         "SSH private key matching one of sshAuthorizedKeys, used to configure the guests",
         "pulumi config set --secret guestSshPrivateKey < ~/.ssh/smoker_ed25519",
+    ),
+    SecretKey(
+        "tailscaleAuthKey",
+        "Tailscale auth key (tagged, pre-authorised) that joins the guests to the tailnet",
+        "pulumi config set --secret tailscaleAuthKey",
     ),
 )
 _SECRET_BY_NAME = {s.key: s for s in SECRET_KEYS}
@@ -404,14 +465,16 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
     if not 30 <= timeout <= 3600:
         reader.problem("readinessTimeoutSeconds", timeout, "must be 30..3600 s", "use e.g. 600")
     guests = _read_guests(root, environment, network, host_shared)
+    baseline = _read_baseline(root, environment)
+    tailnet = _read_tailnet(root)
     root.finish()
 
     _check_proxmox_auth(reader, secrets, guests, proxmox)
-    _check_required_secrets(reader, secrets, host_shared)
+    _check_required_secrets(reader, secrets, host_shared, guests)
 
     if reader.problems:
         raise ConfigError(stack, reader.problems)
-    assert proxmox and network and host_shared and secrets.guest_ssh_private_key
+    assert proxmox and network and host_shared and baseline and secrets.guest_ssh_private_key
     return StackConfig(
         stack=stack,
         environment=environment,
@@ -421,11 +484,14 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
         guests=guests,
         ssh_authorized_keys=authorized,
         readiness_timeout_seconds=timeout,
+        baseline=baseline,
+        tailnet=tailnet,
         secrets=Secrets(
             guest_ssh_private_key=secrets.guest_ssh_private_key,
             proxmox_password=secrets.proxmox_password,
             proxmox_api_token=secrets.proxmox_api_token,
             proxmox_ssh_private_key=secrets.proxmox_ssh_private_key,
+            tailscale_auth_key=secrets.tailscale_auth_key,
         ),
     )
 
@@ -436,6 +502,7 @@ class _SecretValues:
     proxmox_password: Secret | None = None
     proxmox_api_token: Secret | None = None
     proxmox_ssh_private_key: Secret | None = None
+    tailscale_auth_key: Secret | None = None
 
 
 def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -> _SecretValues:
@@ -847,6 +914,9 @@ def _read_guest(
             "copy /etc/ssh/ssh_host_ed25519_key.pub from the guest",
         )
 
+    firewall_allow = node.value("firewallAllow", _port_rules, default=())
+    tailscale = _read_guest_tailscale(node.node("tailscale", required=False), environment)
+
     features = vm_user = machine = bios = None
     if kind == "lxc":
         feature_node = node.node("features", required=False)
@@ -895,6 +965,8 @@ def _read_guest(
         ssh_host=ssh_host or str(ipv4.ip),
         ssh_host_key=ssh_host_key,
         ssh_user="root" if kind == "lxc" else (vm_user or "smoker"),
+        firewall_allow=firewall_allow,
+        tailscale=tailscale,
         lxc_features=features,
         vm_user=vm_user,
         machine=machine,
@@ -996,16 +1068,199 @@ def _check_proxmox_auth(
 
 
 def _check_required_secrets(
-    reader: _Reader, secrets: _SecretValues, host_shared: HostShared | None
+    reader: _Reader,
+    secrets: _SecretValues,
+    host_shared: HostShared | None,
+    guests: tuple[GuestSpec, ...],
 ) -> None:
     required = ["guestSshPrivateKey"]
     if host_shared is not None and host_shared.owner:
         required.append("proxmoxSshPrivateKey")
+    if any(g.tailscale for g in guests):
+        required.append("tailscaleAuthKey")
     for key in required:
         attr = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
         if getattr(secrets, attr) is None:
             spec = _SECRET_BY_NAME[key]
             reader.problem(key, REQUIRED, f"is missing: {spec.what}", f"run `{spec.example}`")
+
+
+def _port_rules(raw: Any) -> tuple[str, ...]:
+    rules = _str_list(raw)
+    for rule in rules:
+        match = re.fullmatch(r"(\d{1,5})/(tcp|udp)", rule)
+        if not match or not 1 <= int(match.group(1)) <= 65535:
+            raise ValueError(f"'{rule}' is not PORT/tcp or PORT/udp")
+    return rules
+
+
+_TS_TAG = re.compile(r"^tag:[a-z0-9-]+$")
+_FUNNEL_PORTS = (443, 8443, 10000)
+
+
+def _ts_tags(raw: Any) -> tuple[str, ...]:
+    tags = _str_list(raw)
+    bad = [t for t in tags if not _TS_TAG.match(t)]
+    if bad or not tags:
+        raise ValueError(f"needs Tailscale ACL tags like tag:server (bad: {bad or 'none given'})")
+    return tuple(sorted(set(tags)))
+
+
+def _serve(raw: Any) -> tuple[ServeMapping, ...]:
+    if not isinstance(raw, list):
+        raise ValueError("must be a list of {httpsPort, target}")
+    mappings = []
+    for item in raw:
+        if not isinstance(item, Mapping) or set(item) != {"httpsPort", "target"}:
+            raise ValueError("each mapping needs exactly httpsPort and target")
+        port, target = _port(item["httpsPort"]), _str(item["target"])
+        if not re.fullmatch(r"http://127\.0\.0\.1:\d{1,5}(/\S*)?", target):
+            raise ValueError(f"target '{target}' must be http://127.0.0.1:<port> (loopback only)")
+        mappings.append(ServeMapping(port, target))
+    ports = [m.https_port for m in mappings]
+    if len(set(ports)) != len(ports):
+        raise ValueError("two mappings use the same httpsPort")
+    return tuple(sorted(mappings, key=lambda m: m.https_port))
+
+
+def _read_guest_tailscale(node: _Node | None, environment: str | None) -> TailscaleSettings | None:
+    if node is None:
+        return None
+    hostname = node.value("hostname", _hostname, fix="use e.g. smokecloud")
+    tags = node.value("tags", _ts_tags, fix="use e.g. [tag:server, tag:production]")
+    accept_dns = node.value("acceptDns", _bool, default=True)
+    serve = node.value("serve", _serve, default=())
+    funnel = node.value("funnel", _bool, default=False)
+    if funnel and environment != "prod":
+        node.reader.problem(
+            node.key("funnel"),
+            True,
+            "funnel publishes to the internet and is for prod only",
+            "set funnel: false (serve keeps it on the tailnet)",
+        )
+    if funnel and serve:
+        bad = [m.https_port for m in serve if m.https_port not in _FUNNEL_PORTS]
+        if bad:
+            node.reader.problem(
+                node.key("serve"), bad, "funnel only listens on 443, 8443 and 10000", "use those"
+            )
+    node.finish()
+    if hostname is None or tags is None:
+        return None
+    return TailscaleSettings(hostname, tags, accept_dns, serve, funnel)
+
+
+def _read_tailnet(root: _Node) -> str:
+    node = root.node("tailscale", required=False)
+    if node is None:
+        return ""
+    tailnet = node.value("tailnet", _hostname, default="")
+    node.finish()
+    return tailnet
+
+
+def _version(raw: Any) -> str:
+    value = _str(raw)
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", value):
+        raise ValueError("must be an upstream version like 27.5.1")
+    return value
+
+
+def _address_pools(raw: Any) -> tuple[tuple[ipaddress.IPv4Network, int], ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("must be a non-empty list of {base, size}")
+    pools = []
+    for item in raw:
+        if not isinstance(item, Mapping) or set(item) != {"base", "size"}:
+            raise ValueError("each pool needs exactly base and size")
+        base, size = _network(item["base"]), _int(item["size"])
+        if not base.prefixlen < size <= 30:
+            raise ValueError(f"size /{size} must be longer than /{base.prefixlen} and at most /30")
+        pools.append((base, size))
+    return tuple(pools)
+
+
+def _read_baseline(root: _Node, environment: str | None) -> BaselineSettings | None:
+    node = root.node("baseline")
+    if node is None:
+        return None
+    reader = node.reader
+    timezone = node.value("timezone", _str, default="America/New_York")
+    if not re.fullmatch(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", timezone):
+        reader.problem(node.key("timezone"), timezone, "is not a tz name", "use e.g. Europe/Paris")
+    app_user = node.value("appUser", _str, default="smoker")
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", app_user):
+        reader.problem(node.key("appUser"), app_user, "is not a Linux user name", "use smoker")
+    app_dir = node.value("appDir", _str, default=f"/opt/smart-smoker-{environment}")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", app_dir):
+        reader.problem(node.key("appDir"), app_dir, "is not an absolute path", "use /opt/...")
+    days = node.value("logrotateDays", _int, default=14)
+    fail2ban = _read_fail2ban(node.node("fail2ban"))
+    docker = _read_docker(node.node("docker"))
+    node.finish()
+    if fail2ban is None or docker is None:
+        return None
+    return BaselineSettings(timezone, app_user, app_dir, days, fail2ban, docker)
+
+
+def _read_fail2ban(node: _Node | None) -> Fail2banSettings | None:
+    if node is None:
+        return None
+    values = {}
+    for key, low, high in (
+        ("maxRetry", 1, 20),
+        ("findTimeSeconds", 60, 86_400),
+        ("banTimeSeconds", 60, 31_536_000),
+    ):
+        value = node.value(key, _int, fix=f"set {node.key(key)}")
+        if isinstance(value, int) and not low <= value <= high:
+            node.reader.problem(node.key(key), value, f"must be {low}..{high}", "see REFERENCE")
+        values[key] = value
+    ignore = node.value("ignoreIp", _str_list, default=("127.0.0.1/8", "::1"))
+    for entry in ignore:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            node.reader.problem(node.key("ignoreIp"), entry, "is not an address/network", "fix it")
+    node.finish()
+    if None in values.values():
+        return None
+    return Fail2banSettings(
+        values["maxRetry"], values["findTimeSeconds"], values["banTimeSeconds"], ignore
+    )
+
+
+def _read_docker(node: _Node | None) -> DockerSettings | None:
+    if node is None:
+        return None
+    engine = node.value("engineVersion", _version, fix="pin e.g. 27.5.1")
+    compose = node.value("composeVersion", _version, fix="pin e.g. 2.32.4")
+    pools = node.value(
+        "addressPools", _address_pools, default=((ipaddress.IPv4Network("172.20.0.0/16"), 24),)
+    )
+    bridge_ip = node.value("bridgeIp", _interface, default=None)
+    crun_node = node.node("crun")
+    crun = None
+    if crun_node is not None:
+        version = crun_node.value("version", _version, fix="pin crun >= 1.21")
+        url = crun_node.value("url", _https_url, fix="the release asset URL")
+        digest = crun_node.value("sha256", _str, fix="the release asset's sha256")
+        if isinstance(digest, str) and not re.fullmatch(r"[0-9a-f]{64}", digest):
+            node.reader.problem(crun_node.key("sha256"), digest, "is not a sha256", "fix it")
+        if isinstance(version, str) and tuple(map(int, version.split("."))) < (1, 21):
+            node.reader.problem(
+                crun_node.key("version"),
+                version,
+                "is too old: unprivileged LXC needs crun >= 1.21",
+                "pin 1.21 or newer",
+            )
+        crun_node.finish()
+        if version and url and digest:
+            crun = CrunSettings(version, url, digest)
+    node.finish()
+    if engine is None or compose is None or crun is None:
+        return None
+    return DockerSettings(engine, compose, pools, crun, bridge_ip)
 
 
 # ---------------------------------------------------------------------------------------------

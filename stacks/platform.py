@@ -7,8 +7,10 @@ import pulumi_command as command
 
 from components.cloud_guest import CloudGuest
 from components.device_guest import DeviceGuest
+from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
 from components.proxmox_host import ProxmoxHost, ProxmoxHostArgs
+from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from stacks.config import StackConfig, load_stack_config
 
 
@@ -39,7 +41,27 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
             readiness_timeout_seconds=cfg.readiness_timeout_seconds,
         )
         guest_class = CloudGuest if spec.kind == "lxc" else DeviceGuest
-        guests[spec.name] = guest_class(spec.name, args, opts)
+        guest = guest_class(spec.name, args, opts)
+        guests[spec.name] = guest
+        baseline = GuestBaseline(
+            f"{spec.name}-baseline",
+            GuestBaselineArgs(cfg, spec, guest.connection, guest.ready),
+            opts,
+        )
+        if spec.tailscale is not None:
+            assert cfg.secrets.tailscale_auth_key is not None
+            tailscale = TailscaleNode(
+                f"{spec.name}-tailscale",
+                TailscaleNodeArgs(
+                    spec,
+                    cfg.tailnet,
+                    cfg.secrets.tailscale_auth_key,
+                    guest.connection,
+                    baseline.done,
+                ),
+                opts,
+            )
+            guest.outputs["tailscaleUrls"] = tailscale.urls
 
     pulumi.export("environment", cfg.environment)
     pulumi.export("guests", {name: g.outputs for name, g in guests.items()})

@@ -188,27 +188,33 @@ def test_component_type_tokens_and_parents(dev: Synthesis) -> None:
         "proxmox": "smoker:proxmox:ProxmoxHost",
         "dev-cloud": "smoker:proxmox:CloudGuest",
         "virtual-smoker-device": "smoker:proxmox:DeviceGuest",
+        "dev-cloud-baseline": "smoker:guest:GuestBaseline",
+        "virtual-smoker-device-baseline": "smoker:guest:GuestBaseline",
+        "dev-cloud-tailscale": "smoker:guest:TailscaleNode",
+        "virtual-smoker-device-tailscale": "smoker:guest:TailscaleNode",
     }
     lxc = dev.one(LXC, "dev-cloud")
     assert lxc.parent and lxc.parent.endswith("smoker:proxmox:CloudGuest::dev-cloud")
 
 
 def test_stack_outputs(dev: Synthesis, prod: Synthesis) -> None:
-    assert dev.outputs["guests"] == {
-        "dev-cloud": {
-            "vmid": 104,
-            "hostname": "smart-smoker-dev-cloud",
-            "ipv4": "10.20.0.20",
-            "node": "pve",
-        },
-        "virtual-smoker-device": {
-            "vmid": 9001,
-            "hostname": "virtual-smoker-device",
-            "ipv4": "10.20.0.40",
-            "node": "pve",
+    guests = dev.outputs["guests"]
+    assert guests["dev-cloud"] == {
+        "vmid": 104,
+        "hostname": "smart-smoker-dev-cloud",
+        "ipv4": "10.20.0.20",
+        "node": "pve",
+        "tailscaleUrls": {
+            "443": "https://smart-smoker-dev-cloud.tail74646.ts.net:443",
+            "8443": "https://smart-smoker-dev-cloud.tail74646.ts.net:8443",
         },
     }
+    device = guests["virtual-smoker-device"]
+    assert (device["vmid"], device["ipv4"], device["node"]) == (9001, "10.20.0.40", "pve")
     assert prod.outputs["guests"]["prod-cloud"]["vmid"] == 106
+    assert prod.outputs["guests"]["prod-cloud"]["tailscaleUrls"]["443"] == (
+        "https://smokecloud.tail74646.ts.net:443"
+    )
     # the IDs prod's stack file refers to are exactly what dev exports
     shared = dev.outputs["hostShared"]
     assert shared["lxcTemplateFileId"] == prod.config.host_shared.lxc_template_file_id
@@ -220,3 +226,33 @@ def test_tree_lists_every_resource(dev: Synthesis) -> None:
     text = tree(dev)
     assert text.count("├─") == len(dev.resources)
     assert "ContainerLegacy  dev-cloud" in text
+
+
+@pytest.mark.parametrize("guest", ["dev-cloud", "virtual-smoker-device"])
+def test_every_plan_step_is_a_command_chained_after_readiness(dev: Synthesis, guest: str) -> None:
+    from rendering.files import guest_plan
+
+    steps = guest_plan(dev.config, dev.config.guest(guest))
+    ready = dev.one(COMMAND, f"{guest}-ready")
+    previous, gate = ready.urn, ready.urn
+    for step in steps:
+        command = dev.one(COMMAND, f"{guest}-{step.name}")
+        if step.name == "tailscale-install":
+            gate = previous  # Tailscale waits for the finished baseline (UFW rules)
+        # right after its predecessor; the gate's ID is a trigger (a rebuilt guest re-runs all)
+        assert set(command.depends_on) == {previous, gate}, step.name
+        component = "TailscaleNode" if step.name.startswith("tailscale") else "GuestBaseline"
+        assert command.parent and f"smoker:guest:{component}::" in command.parent
+        assert command.inputs["addPreviousOutputInEnv"] is False
+        if step.secret:
+            assert command.inputs["stdin"] == SECRET_MARKER
+            assert command.inputs["logging"] == "none"
+        else:
+            assert command.inputs.get("stdin") == step.stdin
+        previous = command.urn
+
+
+def test_vm_steps_run_through_sudo_as_the_cloud_init_user(dev: Synthesis) -> None:
+    command = dev.one(COMMAND, "virtual-smoker-device-sshd-config").inputs["create"]
+    assert command.startswith("sudo -n sh -c ")
+    assert not dev.one(COMMAND, "dev-cloud-sshd-config").inputs["create"].startswith("sudo")

@@ -1,0 +1,35 @@
+"""GuestBaseline: the hardened baseline of one guest, one command per apply-plan step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.guest_common import step_commands
+from rendering.baseline import baseline_plan
+from stacks.config import GuestSpec, StackConfig
+
+
+@dataclass(frozen=True)
+class GuestBaselineArgs:
+    config: StackConfig
+    spec: GuestSpec
+    connection: remote.ConnectionArgs
+    ready: pulumi.Resource
+
+
+class GuestBaseline(pulumi.ComponentResource):
+    done: pulumi.Resource
+
+    def __init__(
+        self, name: str, args: GuestBaselineArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("smoker:guest:GuestBaseline", name, None, opts)
+        steps = baseline_plan(args.config, args.spec)
+        commands = step_commands(
+            args.spec.name, steps, args.spec.ssh_user, args.connection, args.ready, self
+        )
+        self.done = commands[-1]
+        self.register_outputs({"steps": [s.name for s in steps]})

@@ -1,0 +1,35 @@
+"""TailscaleNode: a guest on the tailnet with converged identity and serve/funnel mappings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.guest_common import step_commands
+from rendering.tailscale import tailscale_plan
+from stacks.config import GuestSpec, Secret
+
+
+@dataclass(frozen=True)
+class TailscaleNodeArgs:
+    spec: GuestSpec
+    tailnet: str
+    auth_key: Secret
+    connection: remote.ConnectionArgs
+    after: pulumi.Resource  # the guest baseline (UFW must allow tailscale0 and 41641/udp first)
+
+
+class TailscaleNode(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: TailscaleNodeArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("smoker:guest:TailscaleNode", name, None, opts)
+        ts = args.spec.tailscale
+        assert ts is not None
+        steps = tailscale_plan(args.spec, args.auth_key.reveal())
+        step_commands(args.spec.name, steps, args.spec.ssh_user, args.connection, args.after, self)
+        fqdn = f"{ts.hostname}.{args.tailnet}" if args.tailnet else ts.hostname
+        self.urls = {str(m.https_port): f"https://{fqdn}:{m.https_port}" for m in ts.serve}
+        self.register_outputs({"hostname": ts.hostname, "urls": self.urls})

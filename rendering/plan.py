@@ -1,0 +1,80 @@
+"""Apply plans: the ordered steps that converge a guest, shared by Pulumi and the tests.
+
+A step is a POSIX shell script run on the guest as root, plus the text it reads on stdin (a file's
+content, or a secret: stdin is the only way secrets reach a host). Scripts are idempotent: run
+against a converged guest they change nothing and print `unchanged ...`; otherwise `changed ...`.
+The Pulumi components turn each step into one `remote.Command`; the tier-3 tests run the very same
+steps over SSH.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    script: str
+    stdin: str | None = None
+    secret: bool = False  # stdin carries a secret: keep it and all output out of logs
+    files: dict[str, str] = field(default_factory=dict)  # what it installs, for synth (no secrets)
+
+    def command(self, user: str) -> str:
+        """The command line for an SSH session as `user` (root directly, others through sudo)."""
+        if user == "root":
+            return self.script
+        return f"sudo -n sh -c {shlex.quote(self.script)}"
+
+
+def script(*lines: str) -> str:
+    return "\n".join(["set -eu", *lines]) + "\n"
+
+
+def install_file(
+    path: str,
+    mode: str = "0644",
+    owner: str = "root",
+    group: str = "root",
+    validate: str | None = None,
+    on_change: str | None = None,
+    always: str | None = None,
+) -> str:
+    """Shell that installs stdin at `path` only when content or ownership differ.
+
+    `validate` runs against the candidate as "$new" before it replaces anything (a failing check
+    leaves the old file in place); `on_change` runs after a replacement; `always` runs either way.
+    """
+    q = shlex.quote
+    lines = [
+        f"target={q(path)}",
+        'install -d -m 0755 "$(dirname "$target")"',
+        'new=$(mktemp "$(dirname "$target")/.smoker-new.XXXXXX")',
+        "trap 'rm -f \"$new\"' EXIT",
+        'cat > "$new"',
+        f'chown {q(owner)}:{q(group)} "$new"',
+        f'chmod {mode} "$new"',
+        f'if [ -f "$target" ] && cmp -s "$new" "$target" && [ "$(stat -c %a:%U:%G "$target")" = '
+        f"{q(f'{int(mode, 8):o}:{owner}:{group}')} ]; then",
+        '  echo "unchanged $target"',
+        "else",
+    ]
+    if validate:
+        lines += [
+            f"  if ! {validate}; then",
+            '    echo "refused $target: check failed, the old file stays" >&2',
+            "    exit 1",
+            "  fi",
+        ]
+    lines += ['  mv -f "$new" "$target"', '  echo "changed $target"']
+    if on_change:
+        lines += [f"  {on_change}"]
+    lines += ["fi"]
+    if always:
+        lines += [always]
+    return script(*lines)
+
+
+def file_step(name: str, path: str, content: str, **kwargs: str) -> Step:
+    return Step(name, install_file(path, **kwargs), stdin=content, files={path: content})

@@ -1,0 +1,12 @@
+set -eu
+wanted='ca-certificates curl gnupg openssh-server sudo tzdata logrotate iptables ufw fail2ban python3 python3-systemd qemu-user-static binfmt-support'
+missing=""
+for p in $wanted; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -z "$missing" ]; then echo "unchanged packages"; exit 0; fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086 # a list of package names
+apt-get install -y -q --no-install-recommends $missing
+echo "changed packages:$missing"
