@@ -14,9 +14,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 # System packages the tests need (validators, Docker engine for the test guest). Root only;
-# without root the tier-3 tests skip and say why.
+# without root the validator tests fail naming the package and the tier-3 tests skip.
 deps:
-	@if [ "$$(id -u)" = 0 ]; then bash tests/harness/install-deps.sh; \
+	@if [ "$$(id -u)" = 0 ]; then bash tools/system-deps.sh; \
 	else echo "not root: skipping system packages (tier-3 tests will skip)"; fi
 
 synth: venv

@@ -21,7 +21,6 @@ TAILSCALE_PORT = "41641/udp"
 BASE_PACKAGES = (
     "ca-certificates",
     "curl",
-    "gnupg",
     "openssh-server",
     "sudo",
     "tzdata",
@@ -307,7 +306,7 @@ def fail2ban_step(settings: BaselineSettings) -> Step:
         "fail2ban",
         "/etc/fail2ban/jail.local",
         jail_local(settings),
-        validate=f"( {check} )",
+        validate=check,
         on_change="systemctl enable fail2ban >/dev/null 2>&1; systemctl restart fail2ban",
         always="systemctl is-active --quiet fail2ban || systemctl enable --now fail2ban",
     )

@@ -49,7 +49,7 @@ def install_file(
     q = shlex.quote
     lines = [
         f"target={q(path)}",
-        'install -d -m 0755 "$(dirname "$target")"',
+        '[ -d "$(dirname "$target")" ] || install -d -m 0755 "$(dirname "$target")"',
         'new=$(mktemp "$(dirname "$target")/.smoker-new.XXXXXX")',
         "trap 'rm -f \"$new\"' EXIT",
         'cat > "$new"',
@@ -62,7 +62,7 @@ def install_file(
     ]
     if validate:
         lines += [
-            f"  if ! {validate}; then",
+            f"  if ! {{ {validate}; }}; then",  # grouped: `! a && b` would negate only `a`
             '    echo "refused $target: check failed, the old file stays" >&2',
             "    exit 1",
             "  fi",

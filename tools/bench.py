@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,37 @@ def report(label: str, numbers: tuple[float, float, float]) -> None:
     print(f"{label:<44} median {median:6.3f} s   (min {low:.3f}, max {high:.3f}, n={RUNS})")
 
 
+def bench_baseline() -> None:
+    """Baseline apply on the tier-3 test guest: first run, then the unchanged re-run."""
+    if os.geteuid() != 0:
+        print("baseline apply on the test guest: skipped (needs root for its Docker engine)")
+        return
+    from tests.harness import Engine, build_images, start_guest
+    from tests.tier3.baseline_env import apply_plan, guest_stack_config, plan, served_crun
+
+    engine = Engine()
+    engine.start()
+    guest = None
+    try:
+        guest = start_guest(engine, build_images(engine), hostname="bench-guest")
+        with served_crun() as crun:
+            cfg, spec = guest_stack_config(guest, crun)
+            steps = plan(cfg, spec)
+            timings = []
+            for _ in range(2):
+                start = time.perf_counter()
+                apply_plan(guest, steps)
+                timings.append(time.perf_counter() - start)
+        first, rerun = timings
+        print(f"{'baseline apply, first run (test guest)':<44} {first:6.2f} s ({len(steps)} steps)")
+        print(f"{'baseline apply, unchanged re-run':<44} {rerun:6.2f} s")
+        print(f"{'re-run / first run':<44} {rerun / first:6.1%}   (target < 10%)")
+    finally:
+        if guest is not None:
+            guest.stop()
+        engine.stop()
+
+
 def main() -> None:
     print("smoker-infra benchmark (2-core build machine; ratios are steadier than seconds)")
     report("import program dependencies (fresh process)", median_seconds(import_time))
@@ -62,6 +94,7 @@ def main() -> None:
     for stack in ("dev", "prod"):
         report(f"evaluate stack '{stack}' under mocks", median_seconds(stack_time(stack)))
         report(f"make synth STACK={stack} (fresh process)", median_seconds(cold_synth_time(stack)))
+    bench_baseline()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The file-install mechanics every step shares, run for real with sh in a temp directory."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+from rendering.plan import Step, install_file
+
+USER = pwd.getpwuid(os.getuid()).pw_name
+GROUP = grp.getgrgid(os.getgid()).gr_name
+
+
+def run(script: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", "-c", script], input=stdin, capture_output=True, text=True)
+
+
+def test_install_reports_changed_then_unchanged_and_runs_hooks_on_change(tmp_path: Path) -> None:
+    target = tmp_path / "etc" / "app.conf"
+    hook = tmp_path / "hook-ran"
+    script = install_file(
+        str(target), mode="0640", owner=USER, group=GROUP, on_change=f"touch {hook}"
+    )
+    first = run(script, "a=1\n")
+    assert first.returncode == 0 and f"changed {target}" in first.stdout
+    assert target.read_text() == "a=1\n" and oct(target.stat().st_mode & 0o777) == "0o640"
+    assert hook.exists()
+    hook.unlink()
+    again = run(script, "a=1\n")
+    assert f"unchanged {target}" in again.stdout and not hook.exists()
+    target.chmod(0o644)  # drifted permissions are converged too
+    assert f"changed {target}" in run(script, "a=1\n").stdout
+
+
+def test_a_failing_check_refuses_and_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "app.conf"
+    target.write_text("good\n")
+    # an AND-list as check: `! a && b` would negate only `a`, so the group matters
+    check = 'true && grep -q good "$new"'
+    script = install_file(str(target), owner=USER, group=GROUP, validate=check)
+    refused = run(script, "bad\n")
+    assert refused.returncode != 0 and f"refused {target}" in refused.stderr
+    assert target.read_text() == "good\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["app.conf"]  # no candidate left behind
+    assert run(script, "good\nmore\n").returncode == 0
+
+
+def test_non_root_users_run_steps_through_sudo() -> None:
+    step = Step("x", "echo 'hi'\n")
+    assert step.command("root") == "echo 'hi'\n"
+    assert step.command("smoker").startswith("sudo -n sh -c ")
