@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rendering import proxmox_host
+from rendering import backup, proxmox_host
+from rendering.app import compose_file, project_name
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
 from rendering.tailscale import tailscale_plan
@@ -28,4 +29,10 @@ def host_files(cfg: StackConfig) -> dict[str, str]:
             files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script
             for path, content in step.files.items():
                 files[f"{guest.name}/files{path}"] = content
+        files[f"{guest.name}/compose.yaml"] = compose_file(cfg, guest)
+        if guest.kind == "lxc":
+            tool = backup.backup_tool(cfg, project_name(cfg, guest))
+            files[f"{guest.name}/files{backup.TOOL_PATH}"] = tool
+            for unit, text in backup.units(cfg).items():
+                files[f"{guest.name}/files/etc/systemd/system/{unit}"] = text
     return files

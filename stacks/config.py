@@ -198,12 +198,64 @@ class BaselineSettings:
 
 
 @dataclass(frozen=True)
+class HealthcheckSettings:
+    interval_seconds: int
+    timeout_seconds: int
+    retries: int
+    start_period_seconds: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    daily: int
+    weekly: int
+    monthly: int
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    retention: Retention
+    dump_time: str  # systemd OnCalendar time of day, e.g. "02:00"
+    validate_calendar: str  # systemd OnCalendar, e.g. "Sun 03:00"
+    max_age_hours: int
+    pre_deploy_keep: int = 10  # pre-deploy backups kept (one per release attempt)
+
+
+@dataclass(frozen=True)
+class VzdumpSettings:
+    schedule: str
+    storage: str
+    mode: str
+    compress: str
+    retention: Retention
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """The services: image repositories, the stack's tag, health checks and backups."""
+
+    tag: str
+    images: dict[str, str]
+    vapid_public_key: str
+    healthcheck: HealthcheckSettings
+    backups: BackupSettings
+    vzdump: VzdumpSettings
+
+
+APP_IMAGES = ("mongo", "backend", "frontend", "deviceService", "smokerUi")
+
+
+@dataclass(frozen=True)
 class Secrets:
     guest_ssh_private_key: Secret
     proxmox_password: Secret | None = None
     proxmox_api_token: Secret | None = None
     proxmox_ssh_private_key: Secret | None = None
     tailscale_auth_key: Secret | None = None
+    mongo_root_password: Secret | None = None
+    mongo_app_password: Secret | None = None
+    vapid_private_key: Secret | None = None
+    backup_webhook_url: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +270,7 @@ class StackConfig:
     readiness_timeout_seconds: int
     baseline: BaselineSettings
     tailnet: str
+    app: AppSettings
     secrets: Secrets = field(repr=False)
 
     def guest(self, name: str) -> GuestSpec:
@@ -256,6 +309,26 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "guestSshPrivateKey",
         "SSH private key matching one of sshAuthorizedKeys, used to configure the guests",
         "pulumi config set --secret guestSshPrivateKey < ~/.ssh/smoker_ed25519",
+    ),
+    SecretKey(
+        "mongoRootPassword",
+        "password of the MongoDB admin user 'admin' (operations only)",
+        "pulumi config set --secret mongoRootPassword",
+    ),
+    SecretKey(
+        "mongoAppPassword",
+        "password of the MongoDB application user 'smartsmoker' (the backend's DB_URL)",
+        "pulumi config set --secret mongoAppPassword",
+    ),
+    SecretKey(
+        "vapidPrivateKey",
+        "VAPID private key for the backend's web push",
+        "pulumi config set --secret vapidPrivateKey",
+    ),
+    SecretKey(
+        "backupWebhookUrl",
+        "optional webhook URL that backup failures are posted to",
+        "pulumi config set --secret backupWebhookUrl",
     ),
     SecretKey(
         "tailscaleAuthKey",
@@ -467,6 +540,7 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
     guests = _read_guests(root, environment, network, host_shared)
     baseline = _read_baseline(root, environment)
     tailnet = _read_tailnet(root)
+    app = _read_app(root)
     root.finish()
 
     _check_proxmox_auth(reader, secrets, guests, proxmox)
@@ -474,7 +548,8 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
 
     if reader.problems:
         raise ConfigError(stack, reader.problems)
-    assert proxmox and network and host_shared and baseline and secrets.guest_ssh_private_key
+    assert proxmox and network and host_shared and baseline and app
+    assert secrets.guest_ssh_private_key
     return StackConfig(
         stack=stack,
         environment=environment,
@@ -486,12 +561,17 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
         readiness_timeout_seconds=timeout,
         baseline=baseline,
         tailnet=tailnet,
+        app=app,
         secrets=Secrets(
             guest_ssh_private_key=secrets.guest_ssh_private_key,
             proxmox_password=secrets.proxmox_password,
             proxmox_api_token=secrets.proxmox_api_token,
             proxmox_ssh_private_key=secrets.proxmox_ssh_private_key,
             tailscale_auth_key=secrets.tailscale_auth_key,
+            mongo_root_password=secrets.mongo_root_password,
+            mongo_app_password=secrets.mongo_app_password,
+            vapid_private_key=secrets.vapid_private_key,
+            backup_webhook_url=secrets.backup_webhook_url,
         ),
     )
 
@@ -503,6 +583,10 @@ class _SecretValues:
     proxmox_api_token: Secret | None = None
     proxmox_ssh_private_key: Secret | None = None
     tailscale_auth_key: Secret | None = None
+    mongo_root_password: Secret | None = None
+    mongo_app_password: Secret | None = None
+    vapid_private_key: Secret | None = None
+    backup_webhook_url: Secret | None = None
 
 
 def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -> _SecretValues:
@@ -538,6 +622,15 @@ def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -
                 "is not a PEM/OpenSSH private key",
                 f"`{spec.example}` with the private key file (not the .pub)",
             )
+        if spec.key.startswith("mongo") and len(value) < 16:
+            reader.problem(
+                spec.key,
+                "<secret>",
+                "is shorter than 16 characters",
+                "use e.g. `openssl rand -base64 32`",
+            )
+        if spec.key == "backupWebhookUrl" and not value.startswith("https://"):
+            reader.problem(spec.key, "<secret>", "must be an https:// URL", f"`{spec.example}`")
         if spec.key == "proxmoxApiToken" and not re.fullmatch(
             r"[^@\s]+@[^!\s]+![^=\s]+=\S+", value
         ):
@@ -1078,6 +1171,8 @@ def _check_required_secrets(
         required.append("proxmoxSshPrivateKey")
     if any(g.tailscale for g in guests):
         required.append("tailscaleAuthKey")
+    if any(g.kind == "lxc" for g in guests):
+        required += ["mongoRootPassword", "mongoAppPassword", "vapidPrivateKey"]
     for key in required:
         attr = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
         if getattr(secrets, attr) is None:
@@ -1261,6 +1356,96 @@ def _read_docker(node: _Node | None) -> DockerSettings | None:
     if engine is None or compose is None or crun is None:
         return None
     return DockerSettings(engine, compose, pools, crun, bridge_ip)
+
+
+def _retention(node: _Node | None, defaults: tuple[int, int, int]) -> Retention | None:
+    if node is None:
+        return Retention(*defaults)
+    values = []
+    for key, default in zip(("daily", "weekly", "monthly"), defaults, strict=True):
+        value = node.value(key, _int, default=default)
+        if isinstance(value, int) and not 0 <= value <= 1000:
+            node.reader.problem(node.key(key), value, "must be 0..1000", "keep e.g. 7/4/12")
+        values.append(value)
+    node.finish()
+    if values[0] == 0 and values[1] == 0 and values[2] == 0:
+        node.reader.problem(node.path, values, "keeps no backup at all", "keep at least one class")
+    return Retention(*values)
+
+
+def _calendar(raw: Any) -> str:
+    value = _str(raw)
+    if not re.fullmatch(r"((Mon|Tue|Wed|Thu|Fri|Sat|Sun) )?([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError("must be HH:MM, optionally after a weekday (e.g. 'Sun 03:00')")
+    return value
+
+
+def _image_repo(raw: Any) -> str:
+    value = _str(raw)
+    if not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_.-]+)?", value):
+        raise ValueError("is not an image repository like benjr70/smart-smoker-backend")
+    return value
+
+
+def _read_app(root: _Node) -> AppSettings | None:
+    node = root.node("app")
+    if node is None:
+        return None
+    reader = node.reader
+    tag = node.value("tag", _str, fix="nightly for dev, vX.Y.Z for prod")
+    if isinstance(tag, str) and not re.fullmatch(r"nightly|v\d+\.\d+\.\d+|[A-Za-z0-9_.-]+", tag):
+        reader.problem(node.key("tag"), tag, "is not an image tag", "use nightly or vX.Y.Z")
+    images_node = node.node("images")
+    images: dict[str, str] = {}
+    if images_node is not None:
+        for name in APP_IMAGES:
+            value = images_node.value(name, _image_repo, fix=f"set app.images.{name}")
+            if value:
+                images[name] = value
+        images_node.finish()
+    vapid = node.value("vapidPublicKey", _str, default="")
+    hc = node.node("healthcheck", required=False)
+    health = HealthcheckSettings(30, 10, 3, 60)
+    if hc is not None:
+        health = HealthcheckSettings(
+            hc.value("intervalSeconds", _int, default=30),
+            hc.value("timeoutSeconds", _int, default=10),
+            hc.value("retries", _int, default=3),
+            hc.value("startPeriodSeconds", _int, default=60),
+        )
+        hc.finish()
+    backups_node = node.node("backups", required=False)
+    backups = BackupSettings(Retention(7, 4, 12), "02:00", "Sun 03:00", 48)
+    if backups_node is not None:
+        retention = _retention(backups_node.node("retention", required=False), (7, 4, 12))
+        backups = BackupSettings(
+            retention or Retention(7, 4, 12),
+            backups_node.value("dumpTime", _calendar, default="02:00"),
+            backups_node.value("validateCalendar", _calendar, default="Sun 03:00"),
+            backups_node.value("maxAgeHours", _int, default=48),
+            backups_node.value("preDeployKeep", _int, default=10),
+        )
+        backups_node.finish()
+    vz_node = node.node("vzdump", required=False)
+    vzdump = VzdumpSettings("01:00", "local", "snapshot", "zstd", Retention(7, 4, 12))
+    if vz_node is not None:
+        vz_retention = _retention(vz_node.node("retention", required=False), (7, 4, 12))
+        vzdump = VzdumpSettings(
+            vz_node.value("schedule", _calendar, default="01:00"),
+            vz_node.value("storage", _str, default="local"),
+            vz_node.value("mode", _str, default="snapshot"),
+            vz_node.value("compress", _str, default="zstd"),
+            vz_retention or Retention(7, 4, 12),
+        )
+        if vzdump.mode not in ("snapshot", "suspend", "stop"):
+            reader.problem(vz_node.key("mode"), vzdump.mode, "is not a vzdump mode", "use snapshot")
+        if vzdump.compress not in ("zstd", "gzip", "lzo", "0"):
+            reader.problem(vz_node.key("compress"), vzdump.compress, "is not supported", "use zstd")
+        vz_node.finish()
+    node.finish()
+    if tag is None or len(images) != len(APP_IMAGES):
+        return None
+    return AppSettings(tag, images, vapid, health, backups, vzdump)
 
 
 # ---------------------------------------------------------------------------------------------

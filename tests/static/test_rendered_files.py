@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rendering import backup
 from rendering.files import host_files
 from tests.configs import parse, stack_raw
 from tests.tools import tool
@@ -25,6 +26,9 @@ def by_suffix(*suffixes: str) -> list[str]:
     return sorted(p for p in FILES if p.endswith(suffixes))
 
 
+SCRIPTS = sorted(set(by_suffix(".sh")) | {p for p, t in FILES.items() if t.startswith("#!/bin/")})
+
+
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
@@ -36,12 +40,13 @@ def test_every_guest_and_the_node_have_files() -> None:
         assert any(p.startswith(f"{guest}/steps/") for p in FILES)
 
 
-@pytest.mark.parametrize("path", by_suffix(".sh"))
+@pytest.mark.parametrize("path", SCRIPTS)
 def test_scripts_pass_shellcheck(path: str, tmp_path: Path) -> None:
     script = tmp_path / Path(path).name
     script.write_text(FILES[path])
-    # step scripts run as `sh -c` over SSH; the node scripts carry their own shebang
-    result = run([tool("shellcheck"), "--shell=sh", "--severity=style", str(script)])
+    # step scripts run as `sh -c` over SSH; tools carry their own shebang
+    shell = [] if FILES[path].startswith("#!") else ["--shell=sh"]
+    result = run([tool("shellcheck"), *shell, "--severity=style", str(script)])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -80,17 +85,30 @@ def test_daemon_json_parses(path: str) -> None:
     assert json.loads(FILES[path])["default-runtime"] == "crun"
 
 
-@pytest.mark.parametrize("path", by_suffix(".service"))
+@pytest.mark.parametrize("path", by_suffix(".service", ".timer"))
 def test_units_pass_systemd_analyze_verify(path: str, tmp_path: Path) -> None:
+    # verify also checks that ExecStart exists: point it at the rendered tool in a temp dir
+    text = FILES[path]
+    rendered_tool = tmp_path / "smart-smoker-backup"
+    guest_dir = path.split("/files/")[0]
+    if f"{guest_dir}/files{backup.TOOL_PATH}" in FILES:
+        rendered_tool.write_text(FILES[f"{guest_dir}/files{backup.TOOL_PATH}"])
+        rendered_tool.chmod(0o755)
+        text = text.replace(backup.TOOL_PATH, str(rendered_tool))
     unit = tmp_path / Path(path).name
-    unit.write_text(FILES[path])
+    unit.write_text(text)
+    for sibling in by_suffix(".service", ".timer"):  # a timer needs its service next to it
+        if sibling.startswith(guest_dir) and sibling != path:
+            (tmp_path / Path(sibling).name).write_text(
+                FILES[sibling].replace(backup.TOOL_PATH, str(rendered_tool))
+            )
     result = run([tool("systemd-analyze"), "verify", "--man=no", str(unit)])
     # verify also reports unrelated units of this machine; only ours must be clean
     ours = [line for line in result.stderr.splitlines() if unit.name in line]
     assert result.returncode == 0 and not ours, result.stderr
 
 
-@pytest.mark.parametrize("path", by_suffix(".yaml"))
+@pytest.mark.parametrize("path", by_suffix("vendor-data.yaml"))
 def test_vendor_data_is_cloud_config(path: str) -> None:
     text = FILES[path]
     assert text.startswith("#cloud-config\n")
@@ -103,3 +121,22 @@ def test_vendor_data_is_cloud_config(path: str) -> None:
 def test_plain_lists_have_no_stray_lines(path: str) -> None:
     lines = [line for line in FILES[path].splitlines() if line and not line.startswith("#")]
     assert lines and all(line == line.strip() for line in lines)
+
+
+@pytest.mark.parametrize("path", by_suffix("compose.yaml"))
+def test_compose_projects_pass_docker_compose_config(path: str, tmp_path: Path) -> None:
+    text = FILES[path]
+    for env_file in ("/etc/smart-smoker/backend.env", "/etc/smart-smoker/mongo.env"):
+        local = tmp_path / Path(env_file).name
+        local.write_text("PLACEHOLDER=1\n")
+        text = text.replace(env_file, str(local))
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(text)
+    result = run([tool("docker-compose"), "-f", str(compose), "config", "-q"])
+    assert result.returncode == 0, result.stderr
+    project = yaml.safe_load(FILES[path])
+    for service in project["services"].values():
+        for port in service.get("ports", []):
+            if project["name"] != "smart-smoker-device":
+                assert port.startswith("127.0.0.1:"), f"{port} is not loopback-only"
+        assert service["healthcheck"]["interval"] == "30s"

@@ -1,6 +1,6 @@
 set -eu
 target=/etc/smart-smoker/ufw-rules
-install -d -m 0755 "$(dirname "$target")"
+[ -d "$(dirname "$target")" ] || install -d -m 0755 "$(dirname "$target")"
 new=$(mktemp "$(dirname "$target")/.smoker-new.XXXXXX")
 trap 'rm -f "$new"' EXIT
 cat > "$new"

@@ -1,5 +1,5 @@
 set -eu
-wanted='ca-certificates curl gnupg openssh-server sudo tzdata logrotate iptables ufw fail2ban python3 python3-systemd qemu-user-static binfmt-support'
+wanted='ca-certificates curl openssh-server sudo tzdata logrotate iptables ufw fail2ban python3 python3-systemd qemu-user-static binfmt-support'
 missing=""
 for p in $wanted; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"

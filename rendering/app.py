@@ -1,0 +1,186 @@
+"""The Compose projects and the secret files the services read.
+
+`compose_file()` takes the image references to use: the tag references from config by default
+(what `make synth` shows), or the digest-pinned references a release resolves at deploy time.
+Secrets never appear in a compose file: the services read them from root-only env files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import yaml
+
+from stacks.config import AppSettings, GuestSpec, StackConfig
+
+SECRETS_DIR = "/etc/smart-smoker"
+BACKEND_ENV = f"{SECRETS_DIR}/backend.env"
+MONGO_ENV = f"{SECRETS_DIR}/mongo.env"
+MONGO_TOOLS_CONFIG = f"{SECRETS_DIR}/mongo-tools.yaml"  # mongodump/mongorestore --config
+MONGO_ADMIN_USER = "admin"
+MONGO_APP_USER = "smartsmoker"
+MONGO_APP_DATABASE = "smartsmoker"
+MONGO_PORT = 27017
+BACKEND_PORT = 3001
+FRONTEND_PORT = 80
+SMOKER_UI_PORT = 8080
+DEVICE_SERVICE_PORT = 3003
+
+
+def project_name(cfg: StackConfig, guest: GuestSpec) -> str:
+    return f"smart-smoker-{cfg.environment}" if guest.kind == "lxc" else "smart-smoker-device"
+
+
+def mongo_data_dir(cfg: StackConfig) -> str:
+    """Where MongoDB keeps its data: the path backups read and restores write."""
+    return f"{cfg.baseline.app_dir}/data/mongo"
+
+
+def tagged_images(app: AppSettings) -> dict[str, str]:
+    """Image references from config: `repo:tag` (mongo carries its own tag, e.g. mongo:7.0)."""
+    return {
+        name: repo if ":" in repo.rsplit("/", 1)[-1] else f"{repo}:{app.tag}"
+        for name, repo in app.images.items()
+    }
+
+
+def _healthcheck(app: AppSettings, test: list[str]) -> dict[str, object]:
+    hc = app.healthcheck
+    return {
+        "test": test,
+        "interval": f"{hc.interval_seconds}s",
+        "timeout": f"{hc.timeout_seconds}s",
+        "retries": hc.retries,
+        "start_period": f"{hc.start_period_seconds}s",
+    }
+
+
+def _logging() -> dict[str, object]:
+    return {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+
+
+def http_probe(url: str) -> list[str]:
+    """A health probe that works with node images (fetch) and busybox/curl ones alike."""
+    script = (
+        f"wget -q -O /dev/null {url} 2>/dev/null || curl -fsS -o /dev/null {url} 2>/dev/null || "
+        f"node -e \"fetch('{url}').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))\""
+    )
+    return ["CMD-SHELL", script]
+
+
+def cloud_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, object]:
+    app = cfg.app
+    return {
+        "name": f"smart-smoker-{cfg.environment}",
+        "services": {
+            "mongo": {
+                "image": images["mongo"],
+                "restart": "unless-stopped",
+                "env_file": [MONGO_ENV],
+                "ports": [f"127.0.0.1:{MONGO_PORT}:27017"],
+                "volumes": [f"{mongo_data_dir(cfg)}:/data/db"],
+                "healthcheck": _healthcheck(
+                    app,
+                    ["CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"],
+                ),
+                "logging": _logging(),
+            },
+            "backend": {
+                "image": images["backend"],
+                "restart": "unless-stopped",
+                "env_file": [BACKEND_ENV],
+                "ports": [f"127.0.0.1:{BACKEND_PORT}:3001"],
+                "depends_on": {"mongo": {"condition": "service_healthy"}},
+                "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:3001/api/health")),
+                "logging": _logging(),
+            },
+            "frontend": {
+                "image": images["frontend"],
+                "restart": "unless-stopped",
+                "ports": [f"127.0.0.1:{FRONTEND_PORT}:3000"],
+                "depends_on": {"backend": {"condition": "service_healthy"}},
+                "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:3000/")),
+                "logging": _logging(),
+            },
+        },
+    }
+
+
+def device_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, object]:
+    app = cfg.app
+    return {
+        "name": "smart-smoker-device",
+        "services": {
+            "device-service": {
+                "image": images["deviceService"],
+                "platform": "linux/arm/v7",
+                "restart": "unless-stopped",
+                "network_mode": "host",  # serves 3003 on the VM itself
+                "environment": {"NODE_ENV": "local"},  # the temperature emulator
+                "healthcheck": _healthcheck(
+                    app, http_probe(f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health")
+                ),
+                "logging": _logging(),
+            },
+            "smoker-ui": {
+                "image": images["smokerUi"],
+                "platform": "linux/arm/v7",
+                "restart": "unless-stopped",
+                "ports": [f"{SMOKER_UI_PORT}:8080"],
+                "depends_on": {"device-service": {"condition": "service_healthy"}},
+                "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:8080/")),
+                "logging": _logging(),
+            },
+        },
+    }
+
+
+def compose_file(
+    cfg: StackConfig, guest: GuestSpec, images: Mapping[str, str] | None = None
+) -> str:
+    chosen = dict(images) if images is not None else tagged_images(cfg.app)
+    project = cloud_compose(cfg, chosen) if guest.kind == "lxc" else device_compose(cfg, chosen)
+    header = (
+        "# Managed by smoker-infra: the Compose project of this guest. Secrets are in root-only\n"
+        f"# env files under {SECRETS_DIR}, never here.\n"
+    )
+    return header + yaml.safe_dump(project, sort_keys=False, width=1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Secret files (rendered from secret values; they only ever travel as stdin)
+
+
+def database_url(app_password: str) -> str:
+    return (
+        f"mongodb://{MONGO_APP_USER}:{quote(app_password, safe='')}@mongo:27017/"
+        f"{MONGO_APP_DATABASE}?authSource=admin"
+    )
+
+
+def _env_value(value: str) -> str:
+    if "\n" in value:
+        raise ValueError("env file values cannot contain newlines")
+    return value
+
+
+def backend_env(app: AppSettings, app_password: str, vapid_private_key: str) -> str:
+    return (
+        "NODE_ENV=production\n"
+        f"DB_URL={_env_value(database_url(app_password))}\n"
+        f"VAPID_PUBLIC_KEY={_env_value(app.vapid_public_key)}\n"
+        f"VAPID_PRIVATE_KEY={_env_value(vapid_private_key)}\n"
+    )
+
+
+def mongo_env(root_password: str) -> str:
+    return (
+        f"MONGO_INITDB_ROOT_USERNAME={MONGO_ADMIN_USER}\n"
+        f"MONGO_INITDB_ROOT_PASSWORD={_env_value(root_password)}\n"
+    )
+
+
+def mongo_tools_config(root_password: str) -> str:
+    """`--config` file for mongodump/mongorestore: the password never goes on a command line."""
+    return yaml.safe_dump({"password": root_password}, default_flow_style=False)

@@ -1,0 +1,148 @@
+"""The rendered backup tool, run for real against a fake `docker` (the only thing faked)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from rendering.backup import backup_tool
+from stacks.config import Retention
+from tests.configs import parse, stack_raw
+
+ZONE = "America/New_York"
+FAKE_DOCKER = r"""#!/bin/sh
+# docker stand-in for the backup tool's unit test: one mongo container, a tiny gzip archive.
+case "$1" in
+  ps) echo fakemongo ;;
+  exec)
+    shift; [ "$1" = -i ] && shift; shift  # -i, container id
+    case "$1" in
+      sh) cat > /dev/null ;;
+      mongodump) [ -n "${FAIL_DUMP:-}" ] && exit 1; printf 'dump %s' "$SMOKER_BACKUP_NOW" | gzip ;;
+      mongorestore) gzip -t ;;
+      mongod) echo "db version v7.0.14" ;;
+      rm) ;;
+    esac ;;
+esac
+"""
+
+
+@pytest.fixture()
+def tool(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    cfg = parse(stack_raw("dev"), "dev")
+    backups = tmp_path / "backups"
+    app_dir = str(tmp_path)
+    cfg = replace(cfg, baseline=replace(cfg.baseline, app_dir=app_dir))
+    script = tmp_path / "smart-smoker-backup"
+    text = backup_tool(cfg, "smart-smoker-dev").replace(
+        "TOOLS_CONFIG=/etc/smart-smoker/mongo-tools.yaml", f"TOOLS_CONFIG={tmp_path}/tools.yaml"
+    )
+    script.write_text(text)
+    script.chmod(0o755)
+    (tmp_path / "tools.yaml").write_text("password: x\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TZ": ZONE}
+    return script, env, backups
+
+
+def run(tool: tuple[Path, dict[str, str], Path], *args: str, now: int) -> str:
+    script, env, _ = tool
+    result = subprocess.run(
+        [str(script), *args], env={**env, "SMOKER_BACKUP_NOW": str(now)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def expected_class(day: dt.datetime) -> str:
+    if day.day == 1:
+        return "monthly"
+    return "weekly" if day.isoweekday() == 7 else "daily"
+
+
+def test_two_years_of_nightly_runs_keep_exactly_7_4_12(
+    tool: tuple[Path, dict[str, str], Path],
+) -> None:
+    zone = ZoneInfo(ZONE)
+    start = dt.datetime(2025, 1, 1, 2, 0, tzinfo=zone)
+    nights = [start + dt.timedelta(days=n) for n in range(730)]
+    for night in nights:
+        run(tool, "nightly", now=int(night.timestamp()))
+    _, _, backups = tool
+    kept = sorted(p.name for p in backups.glob("*.archive.gz"))
+    expected: list[str] = []
+    for cls, keep in (("daily", 7), ("weekly", 4), ("monthly", 12)):
+        of_class = [n for n in nights if expected_class(n) == cls][-keep:]
+        expected += [
+            f"smartsmoker-{cls}-{n.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.archive.gz"
+            for n in of_class
+        ]
+    assert kept == sorted(expected)
+    assert len(list(backups.glob("*.json"))) == len(kept)  # every survivor has its manifest
+
+
+def test_manifest_records_class_size_checksum_and_version(
+    tool: tuple[Path, dict[str, str], Path],
+) -> None:
+    t = int(dt.datetime(2026, 3, 1, 2, 0, tzinfo=ZoneInfo(ZONE)).timestamp())
+    path = Path(run(tool, "dump", now=t).strip())
+    manifest = json.loads(path.with_name(path.name.replace(".archive.gz", ".json")).read_text())
+    assert manifest["class"] == "monthly" and manifest["mongodb_version"] == "7.0.14"
+    assert manifest["size"] == path.stat().st_size and len(manifest["sha256"]) == 64
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_newest_backup_is_never_pruned(tool: tuple[Path, dict[str, str], Path]) -> None:
+    script, _env, backups = tool
+    text = script.read_text().replace("[weekly]=4", "[weekly]=0")
+    script.write_text(text)
+    sunday = int(dt.datetime(2026, 3, 8, 2, 0, tzinfo=ZoneInfo(ZONE)).timestamp())
+    run(tool, "nightly", now=sunday)
+    assert [p.name.split("-")[1] for p in backups.glob("*.archive.gz")] == ["weekly"]
+
+
+def test_validate_checks_age_and_checksum(tool: tuple[Path, dict[str, str], Path]) -> None:
+    script, env, backups = tool
+    t = 1_780_000_000
+    run(tool, "dump", now=t)
+    assert run(tool, "validate", now=t + 3600).startswith("valid ")
+    old = subprocess.run(
+        [str(script), "validate"], env={**env, "SMOKER_BACKUP_NOW": str(t + 49 * 3600)},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert old.returncode != 0 and "old (limit 48 h)" in old.stderr
+    archive = next(backups.glob("*.archive.gz"))
+    archive.write_bytes(archive.read_bytes() + b"x")
+    corrupt = subprocess.run(
+        [str(script), "validate"], env={**env, "SMOKER_BACKUP_NOW": str(t + 3600)},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert corrupt.returncode != 0 and "checksum" in corrupt.stderr
+
+
+def test_a_failed_dump_leaves_nothing_behind(tool: tuple[Path, dict[str, str], Path]) -> None:
+    script, env, backups = tool
+    result = subprocess.run(
+        [str(script), "dump"], env={**env, "FAIL_DUMP": "1", "SMOKER_BACKUP_NOW": "1780000000"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "mongodump failed" in result.stderr
+    assert list(backups.iterdir()) == []
+
+
+def test_retention_comes_from_config() -> None:
+    cfg = parse(stack_raw("prod"), "prod")
+    custom = replace(cfg.app.backups, retention=Retention(3, 2, 1))
+    cfg = replace(cfg, app=replace(cfg.app, backups=custom))
+    assert "[daily]=3 [weekly]=2 [monthly]=1" in backup_tool(cfg, "p")
