@@ -85,8 +85,7 @@ def test_two_years_of_nightly_runs_keep_exactly_7_4_12(
     for cls, keep in (("daily", 7), ("weekly", 4), ("monthly", 12)):
         of_class = [n for n in nights if expected_class(n) == cls][-keep:]
         expected += [
-            f"smartsmoker-{cls}-{n.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.archive.gz"
-            for n in of_class
+            f"smartsmoker-{cls}-{n.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}.archive.gz" for n in of_class
         ]
     assert kept == sorted(expected)
     assert len(list(backups.glob("*.json"))) == len(kept)  # every survivor has its manifest
