@@ -7,11 +7,14 @@ Secrets never appear in a compose file: the services read them from root-only en
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import yaml
 
+from rendering.plan import Step, file_step, script
 from stacks.config import AppSettings, GuestSpec, StackConfig
 
 SECRETS_DIR = "/etc/smart-smoker"
@@ -160,6 +163,7 @@ def database_url(app_password: str) -> str:
 
 
 def _env_value(value: str) -> str:
+    value = value.strip()
     if "\n" in value:
         raise ValueError("env file values cannot contain newlines")
     return value
@@ -184,3 +188,125 @@ def mongo_env(root_password: str) -> str:
 def mongo_tools_config(root_password: str) -> str:
     """`--config` file for mongodump/mongorestore: the password never goes on a command line."""
     return yaml.safe_dump({"password": root_password}, default_flow_style=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Apply plans: files and secrets first, MongoDB, then (after the users) the whole project
+
+
+@dataclass(frozen=True)
+class AppSecrets:
+    mongo_root_password: str = field(repr=False)
+    mongo_app_password: str = field(repr=False)
+    vapid_private_key: str = field(repr=False)
+    backup_webhook_url: str | None = field(default=None, repr=False)
+
+
+def compose_path(cfg: StackConfig) -> str:
+    return f"{cfg.baseline.app_dir}/compose.yaml"
+
+
+def _compose_up(cfg: StackConfig, guest: GuestSpec, services: str = "") -> str:
+    """`docker compose up -d --wait`: only changed services are recreated; reports which."""
+    project = shlex.quote(project_name(cfg, guest))
+    compose = f"docker compose -p {project} -f {shlex.quote(compose_path(cfg))}"
+    return script(
+        f"ids() {{ {compose} ps -q {services} 2>/dev/null | sort; }}",
+        "before=$(ids)",
+        f"{compose} up -d --wait --remove-orphans {services}".rstrip(),
+        'if [ "$before" = "$(ids)" ]; then echo "unchanged containers"; else echo "changed containers"; fi',
+    )
+
+
+def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None) -> list[Step]:
+    """Everything written before the services start (secrets, backup tooling, compose file)."""
+    from rendering import backup  # backup imports this module
+
+    user = cfg.baseline.app_user
+    steps: list[Step] = []
+    if guest.kind == "lxc":
+        assert secrets is not None
+        secret_files = {
+            "mongo-env": (MONGO_ENV, mongo_env(secrets.mongo_root_password)),
+            "backend-env": (
+                BACKEND_ENV,
+                backend_env(cfg.app, secrets.mongo_app_password, secrets.vapid_private_key),
+            ),
+            "mongo-tools-config": (
+                MONGO_TOOLS_CONFIG,
+                mongo_tools_config(secrets.mongo_root_password),
+            ),
+        }
+        if secrets.backup_webhook_url:
+            secret_files["backup-webhook"] = (
+                backup.WEBHOOK_CONFIG,
+                backup.webhook_curl_config(secrets.backup_webhook_url),
+            )
+        for name, (path, content) in secret_files.items():
+            steps.append(file_step(name, path, content, secret=True, mode="0600"))
+        steps.append(
+            file_step(
+                "backup-tool",
+                backup.TOOL_PATH,
+                backup.backup_tool(cfg, project_name(cfg, guest)),
+                mode="0755",
+                validate='bash -n "$new"',
+            )
+        )
+        for unit, text in backup.units(cfg).items():
+            steps.append(
+                file_step(
+                    f"unit-{unit.removesuffix('.service').replace('@', '')}",
+                    f"/etc/systemd/system/{unit}",
+                    text,
+                    on_change="systemctl daemon-reload",
+                )
+            )
+        timers = f"{backup.UNIT_PREFIX}.timer {backup.UNIT_PREFIX}-validate.timer"
+        steps.append(
+            Step(
+                "backup-timers",
+                script(
+                    f"timers={shlex.quote(timers)}",
+                    "# shellcheck disable=SC2086 # two unit names",
+                    "if systemctl is-enabled --quiet $timers && systemctl is-active --quiet $timers; then",
+                    '  echo "unchanged timers"; exit 0',
+                    "fi",
+                    "# shellcheck disable=SC2086",
+                    "systemctl enable --now $timers",
+                    'echo "changed timers enabled"',
+                ),
+            )
+        )
+    steps.append(
+        file_step(
+            "compose-file",
+            compose_path(cfg),
+            compose_file(cfg, guest),
+            mode="0640",
+            group=user,
+            validate='docker compose -f "$new" config -q',
+        )
+    )
+    if guest.kind == "lxc":
+        steps.append(Step("mongo-up", _compose_up(cfg, guest, "mongo")))
+    return steps
+
+
+def app_up_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+    """Start (or update) the whole project; on the device VM, prove arm/v7 emulation first."""
+    steps: list[Step] = []
+    if guest.kind == "vm":
+        image = shlex.quote(tagged_images(cfg.app)["deviceService"])
+        steps.append(
+            Step(
+                "arm-check",
+                script(
+                    f"arch=$(docker run --rm --platform linux/arm/v7 --entrypoint uname {image} -m)",
+                    '[ "$arch" = armv7l ] || { echo "arm/v7 emulation is broken: uname -m says $arch" >&2; exit 1; }',
+                    'echo "unchanged arm/v7 emulation ($arch)"',
+                ),
+            )
+        )
+    steps.append(Step("app-up", _compose_up(cfg, guest)))
+    return steps

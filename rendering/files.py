@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rendering import backup, proxmox_host
-from rendering.app import compose_file, project_name
+from rendering import proxmox_host
+from rendering.app import AppSecrets, app_files_plan, app_up_plan
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
 from rendering.tailscale import tailscale_plan
@@ -13,6 +13,14 @@ from stacks.config import GuestSpec, StackConfig
 def guest_plan(cfg: StackConfig, guest: GuestSpec, auth_key: str = "") -> list[Step]:
     """The whole apply plan of a guest: baseline, then Tailscale."""
     return baseline_plan(cfg, guest) + tailscale_plan(guest, auth_key)
+
+
+SYNTH_SECRETS = AppSecrets("<mongoRootPassword>", "<mongoAppPassword>", "<vapidPrivateKey>", None)
+
+
+def app_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+    """The application steps as synth shows them (secret files listed, never rendered)."""
+    return app_files_plan(cfg, guest, SYNTH_SECRETS) + app_up_plan(cfg, guest)
 
 
 def host_files(cfg: StackConfig) -> dict[str, str]:
@@ -25,14 +33,9 @@ def host_files(cfg: StackConfig) -> dict[str, str]:
         files["proxmox-node/sysctl-nat.conf"] = proxmox_host.nat_sysctl()
         files["proxmox-node/vendor-data.yaml"] = proxmox_host.vendor_data()
     for guest in cfg.guests:
-        for number, step in enumerate(guest_plan(cfg, guest), start=1):
+        steps = guest_plan(cfg, guest) + app_plan(cfg, guest)
+        for number, step in enumerate(steps, start=1):
             files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script
             for path, content in step.files.items():
                 files[f"{guest.name}/files{path}"] = content
-        files[f"{guest.name}/compose.yaml"] = compose_file(cfg, guest)
-        if guest.kind == "lxc":
-            tool = backup.backup_tool(cfg, project_name(cfg, guest))
-            files[f"{guest.name}/files{backup.TOOL_PATH}"] = tool
-            for unit, text in backup.units(cfg).items():
-                files[f"{guest.name}/files/etc/systemd/system/{unit}"] = text
     return files

@@ -76,5 +76,14 @@ def install_file(
     return script(*lines)
 
 
-def file_step(name: str, path: str, content: str, **kwargs: str) -> Step:
-    return Step(name, install_file(path, **kwargs), stdin=content, files={path: content})
+def file_step(name: str, path: str, content: str, secret: bool = False, **kwargs: str) -> Step:
+    """Install `content` at `path`; a secret file's content is never shown (synth lists its path)."""
+    shown = SECRET_FILE_NOTE if secret else content
+    return Step(
+        name, install_file(path, **kwargs), stdin=content, secret=secret, files={path: shown}
+    )
+
+
+SECRET_FILE_NOTE = (
+    "# secret: written from stdin at apply time (mode 0600); content never rendered\n"
+)

@@ -615,13 +615,15 @@ def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -
         if spec.key not in secret_set or not isinstance(value, str) or not value.strip():
             continue
         secret = Secret(value)
-        if spec.key.endswith("PrivateKey") and "PRIVATE KEY" not in value:
+        if spec.key.endswith("SshPrivateKey") and "PRIVATE KEY" not in value:
             reader.problem(
                 spec.key,
                 "<secret>",
                 "is not a PEM/OpenSSH private key",
                 f"`{spec.example}` with the private key file (not the .pub)",
             )
+        if spec.key in ("vapidPrivateKey", "backupWebhookUrl") and "\n" in value.strip():
+            reader.problem(spec.key, "<secret>", "must be a single line", f"`{spec.example}`")
         if spec.key.startswith("mongo") and len(value) < 16:
             reader.problem(
                 spec.key,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pulumi
 import pulumi_command as command
 
+from components.app_stack import AppStack, AppStackArgs
 from components.cloud_guest import CloudGuest
 from components.device_guest import DeviceGuest
 from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
 from components.proxmox_host import ProxmoxHost, ProxmoxHostArgs
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
+from components.vzdump import VzdumpJob, VzdumpJobArgs
 from stacks.config import StackConfig, load_stack_config
 
 
@@ -62,6 +64,13 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
                 opts,
             )
             guest.outputs["tailscaleUrls"] = tailscale.urls
+        AppStack(
+            f"{spec.name}-app",
+            AppStackArgs(cfg, spec, guest.connection, baseline.done),
+            opts,
+        )
+
+    VzdumpJob(f"vzdump-{cfg.environment}", VzdumpJobArgs(cfg, host.provider), opts)
 
     pulumi.export("environment", cfg.environment)
     pulumi.export("guests", {name: g.outputs for name, g in guests.items()})

@@ -40,7 +40,7 @@ _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 def placeholder_secret(key: str) -> str:
     """A syntactically valid stand-in for a secret, so validation passes without real secrets."""
-    if key.endswith("PrivateKey"):
+    if key.endswith("SshPrivateKey"):
         begin, end = "-----BEGIN OPENSSH " + "PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
         return f"{begin}\nsynth-placeholder-{key}\n{end}\n"
     if key == "proxmoxApiToken":

@@ -145,6 +145,48 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ("structured-json-broken", at("guests", "{not json"), "guests", "structured"),
     ("readiness-too-short", at("readinessTimeoutSeconds", "5"), "readinessTimeoutSeconds", "30"),
     ("host-key-garbage", at(f"{GUEST}.sshHostKey", "hello"), f"{GUEST}.sshHostKey", "host key"),
+    (
+        "mongo-password-short",
+        at("mongoRootPassword", "short", secret=True),
+        "mongoRootPassword",
+        "16 characters",
+    ),
+    ("missing-app-password", at("mongoAppPassword", None), "mongoAppPassword", "--secret"),
+    ("backup-time-bad", at("app.backups.dumpTime", "2am"), "app.backups.dumpTime", "HH:MM"),
+    ("image-repo-bad", at("app.images.backend", "Bad Repo"), "app.images.backend", "repository"),
+    ("app-image-missing", at("app.images.smokerUi", None), "app.images.smokerUi", "required"),
+    (
+        "funnel-on-dev",
+        at(f"{GUEST}.tailscale.funnel", True),
+        f"{GUEST}.tailscale.funnel",
+        "prod only",
+    ),
+    (
+        "crun-too-old",
+        at("baseline.docker.crun.version", "1.8"),
+        "baseline.docker.crun.version",
+        "1.21",
+    ),
+    ("ts-tag-bad", at(f"{GUEST}.tailscale.tags", ["server"]), f"{GUEST}.tailscale.tags", "tag:"),
+    ("firewall-port-bad", at(f"{GUEST}.firewallAllow", ["http"]), f"{GUEST}.firewallAllow", "PORT"),
+    (
+        "serve-target-not-loopback",
+        at(f"{GUEST}.tailscale.serve", [{"httpsPort": 443, "target": "http://10.0.0.5:80"}]),
+        f"{GUEST}.tailscale.serve",
+        "loopback",
+    ),
+    (
+        "fail2ban-bantime-tiny",
+        at("baseline.fail2ban.banTimeSeconds", 5),
+        "baseline.fail2ban.banTimeSeconds",
+        "60..",
+    ),
+    (
+        "retention-none",
+        at("app.backups.retention", {"daily": 0, "weekly": 0, "monthly": 0}),
+        "app.backups.retention",
+        "no backup",
+    ),
 ]
 
 

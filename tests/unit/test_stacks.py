@@ -192,6 +192,9 @@ def test_component_type_tokens_and_parents(dev: Synthesis) -> None:
         "virtual-smoker-device-baseline": "smoker:guest:GuestBaseline",
         "dev-cloud-tailscale": "smoker:guest:TailscaleNode",
         "virtual-smoker-device-tailscale": "smoker:guest:TailscaleNode",
+        "dev-cloud-app": "smoker:app:AppStack",
+        "virtual-smoker-device-app": "smoker:app:AppStack",
+        "vzdump-dev": "smoker:proxmox:VzdumpJob",
     }
     lxc = dev.one(LXC, "dev-cloud")
     assert lxc.parent and lxc.parent.endswith("smoker:proxmox:CloudGuest::dev-cloud")
@@ -256,3 +259,38 @@ def test_vm_steps_run_through_sudo_as_the_cloud_init_user(dev: Synthesis) -> Non
     command = dev.one(COMMAND, "virtual-smoker-device-sshd-config").inputs["create"]
     assert command.startswith("sudo -n sh -c ")
     assert not dev.one(COMMAND, "dev-cloud-sshd-config").inputs["create"].startswith("sudo")
+
+
+MONGO_USERS = "pulumi-python:dynamic:Resource"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_app_secrets_reach_the_guest_only_as_secret_stdin(
+    stack: str, dev: Synthesis, prod: Synthesis
+) -> None:
+    synthesis = {"dev": dev, "prod": prod}[stack]
+    guest = "dev-cloud" if stack == "dev" else "prod-cloud"
+    for name in ("mongo-env", "backend-env", "mongo-tools-config"):
+        step = synthesis.one(COMMAND, f"{guest}-{name}")
+        assert step.inputs["stdin"] == SECRET_MARKER and step.inputs["logging"] == "none"
+        assert "chmod 0600" in step.inputs["create"]
+    users = synthesis.one(MONGO_USERS, f"{guest}-mongo-users")
+    for key in ("adminPassword", "users", "privateKey"):
+        assert users.inputs[key] == SECRET_MARKER
+    assert users.inputs["adminUser"] == "admin" and users.inputs["mongoPort"] == 27017
+
+
+def test_users_converge_between_mongo_and_the_backend(dev: Synthesis) -> None:
+    users = dev.one(MONGO_USERS, "dev-cloud-mongo-users")
+    assert any(urn.endswith("::dev-cloud-mongo-up") for urn in users.depends_on)
+    app_up = dev.one(COMMAND, "dev-cloud-app-up")
+    assert users.urn in app_up.depends_on
+    assert "up -d --wait --remove-orphans" in app_up.inputs["create"]
+
+
+def test_vzdump_job_covers_the_stack_guests(dev: Synthesis, prod: Synthesis) -> None:
+    job = dev.one("proxmoxve:backup/job:Job", "vzdump-dev").inputs
+    assert job["vmids"] == ["104", "9001"] and job["schedule"] == "01:00"
+    assert (job["mode"], job["compress"]) == ("snapshot", "zstd")
+    assert job["pruneBackups"] == {"keep-daily": "7", "keep-weekly": "4", "keep-monthly": "12"}
+    assert prod.one("proxmoxve:backup/job:Job", "vzdump-prod").inputs["vmids"] == ["106"]

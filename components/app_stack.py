@@ -1,0 +1,89 @@
+"""AppStack: a guest's Compose project, its secrets, MongoDB users and backups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.guest_common import step_commands
+from components.mongo_users import MongoUsers
+from rendering import app
+from stacks.config import GuestSpec, StackConfig
+
+
+@dataclass(frozen=True)
+class AppStackArgs:
+    config: StackConfig
+    spec: GuestSpec
+    connection: remote.ConnectionArgs
+    after: pulumi.Resource  # the guest baseline (Docker, users, directories)
+
+
+def app_secrets(cfg: StackConfig) -> app.AppSecrets:
+    s = cfg.secrets
+    assert s.mongo_root_password and s.mongo_app_password and s.vapid_private_key
+    return app.AppSecrets(
+        mongo_root_password=s.mongo_root_password.reveal(),
+        mongo_app_password=s.mongo_app_password.reveal(),
+        vapid_private_key=s.vapid_private_key.reveal(),
+        backup_webhook_url=s.backup_webhook_url.reveal() if s.backup_webhook_url else None,
+    )
+
+
+class AppStack(pulumi.ComponentResource):
+    def __init__(
+        self, name: str, args: AppStackArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("smoker:app:AppStack", name, None, opts)
+        cfg, spec = args.config, args.spec
+        secrets = app_secrets(cfg) if spec.kind == "lxc" else None
+        files = step_commands(
+            spec.name,
+            app.app_files_plan(cfg, spec, secrets),
+            spec.ssh_user,
+            args.connection,
+            args.after,
+            self,
+        )
+        ready_for_app: pulumi.Resource = files[-1]
+        if secrets is not None:
+            ready_for_app = self._users(cfg, spec, secrets, files[-1])
+        step_commands(
+            spec.name,
+            app.app_up_plan(cfg, spec),
+            spec.ssh_user,
+            args.connection,
+            ready_for_app,
+            self,
+        )
+        self.register_outputs({"project": app.project_name(cfg, spec)})
+
+    def _users(
+        self, cfg: StackConfig, spec: GuestSpec, secrets: app.AppSecrets, after: pulumi.Resource
+    ) -> MongoUsers:
+        """Admin and application users, converged after MongoDB is up and before the backend."""
+        return MongoUsers(
+            f"{spec.name}-mongo-users",
+            {
+                "host": spec.ssh_host,
+                "sshUser": spec.ssh_user,
+                "sshPort": 22,
+                "hostKey": spec.ssh_host_key or "",
+                "privateKey": pulumi.Output.secret(cfg.secrets.guest_ssh_private_key.reveal()),
+                "mongoPort": app.MONGO_PORT,
+                "adminUser": app.MONGO_ADMIN_USER,
+                "adminPassword": pulumi.Output.secret(secrets.mongo_root_password),
+                "users": pulumi.Output.secret(
+                    [
+                        {
+                            "name": app.MONGO_APP_USER,
+                            "roles": [{"role": "readWrite", "db": app.MONGO_APP_DATABASE}],
+                            "password": secrets.mongo_app_password,
+                        }
+                    ]
+                ),
+            },
+            pulumi.ResourceOptions(parent=self, depends_on=[after]),
+        )

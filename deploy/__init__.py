@@ -1,0 +1,1 @@
+"""The deploy engine's building blocks. Pure Python: nothing here imports Pulumi."""

@@ -1,0 +1,136 @@
+"""Reaching a guest: SSH (paramiko) with a pinned host key, and TCP tunnels to its loopback."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import paramiko
+
+
+class TransportError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    host: str
+    user: str
+    private_key: str = field(repr=False)
+    port: int = 22
+    host_key: str | None = None  # "ssh-ed25519 AAAA..."; None only where the caller allows it
+    connect_timeout: float = 15.0
+
+
+def _load_key(text: str) -> paramiko.PKey:
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        with contextlib.suppress(paramiko.SSHException, ValueError):
+            return cls.from_private_key(io.StringIO(text))
+    raise TransportError("the SSH private key could not be read (ed25519, ecdsa or rsa)")
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    """Accept exactly the configured host key; anything else is refused."""
+
+    def __init__(self, expected: str) -> None:
+        kind, blob = expected.split()[:2]
+        self.kind, self.blob = kind, base64.b64decode(blob)
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        if key.get_name() != self.kind or key.asbytes() != self.blob:
+            raise TransportError(
+                f"host key of {hostname} does not match the pinned {self.kind} key: refusing"
+            )
+
+
+@contextlib.contextmanager
+def ssh_client(target: SshTarget) -> Iterator[paramiko.SSHClient]:
+    client = paramiko.SSHClient()
+    if target.host_key:
+        client.set_missing_host_key_policy(_PinnedHostKey(target.host_key))
+    else:
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    try:
+        client.connect(
+            target.host,
+            port=target.port,
+            username=target.user,
+            pkey=_load_key(target.private_key),
+            timeout=target.connect_timeout,
+            banner_timeout=target.connect_timeout,
+            auth_timeout=target.connect_timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+    except (OSError, paramiko.SSHException) as exc:
+        raise TransportError(
+            f"SSH to {target.user}@{target.host}:{target.port} failed: {exc}"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def tunnel(
+    client: paramiko.SSHClient, remote_port: int, remote_host: str = "127.0.0.1"
+) -> Iterator[int]:
+    """Forward a local loopback port to `remote_host:remote_port` as seen from the guest."""
+    transport = client.get_transport()
+    if transport is None:
+        raise TransportError("the SSH connection is closed")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def pump(local: socket.socket) -> None:
+        try:
+            channel = transport.open_channel(
+                "direct-tcpip", (remote_host, remote_port), local.getpeername()
+            )
+        except paramiko.SSHException:
+            local.close()
+            return
+        with contextlib.closing(local), contextlib.closing(channel):
+            while not stop.is_set():
+                ready, _, _ = select.select([local, channel], [], [], 0.2)
+                if local in ready:
+                    data = local.recv(65536)
+                    if not data:
+                        return
+                    channel.sendall(data)
+                if channel in ready:
+                    data = channel.recv(65536)
+                    if not data:
+                        return
+                    local.sendall(data)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                local, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=pump, args=(local,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        acceptor.join(timeout=2)
