@@ -54,8 +54,7 @@ def connect(port: int, username: str, password: str, host: str = "127.0.0.1") ->
         socketTimeoutMS=TIMEOUT_MS,
     )
     try:
-        client.admin.command("ping")
-        client.admin.command("usersInfo", 1)  # ping needs no auth; this does
+        client.admin.command("ping")  # pymongo authenticates the connection first
     except OperationFailure as exc:
         client.close()
         if exc.code == 18:

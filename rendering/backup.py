@@ -174,11 +174,13 @@ cmd_restore() {{
       die "$archive does not match its checksum"
   fi
   id=$(mongo_container)
+  # Only the application database: users (admin.system.users) belong to Pulumi's MongoUsers, and
+  # restoring them would silently undo a password rotation.
   if [ "$in_place" = 1 ]; then
-    in_mongo "$id" mongorestore --archive --gzip --drop < "$archive"
+    in_mongo "$id" mongorestore --archive --gzip --drop --nsInclude="$APP_DB.*" < "$archive"
     echo "restored $archive in place"
   else
-    in_mongo "$id" mongorestore --archive --gzip --drop \\
+    in_mongo "$id" mongorestore --archive --gzip --drop --nsInclude="$APP_DB.*" \\
       --nsFrom="$APP_DB.*" --nsTo="$target.*" < "$archive"
     echo "restored $archive into database $target"
   fi

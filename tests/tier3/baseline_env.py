@@ -51,6 +51,16 @@ def apply_plan(guest: Guest, steps: list[Step], user: str = "root") -> list[Step
     return results
 
 
+@dataclass
+class Baselined:
+    """A test guest after its first baseline apply, with the config it was built from."""
+
+    guest: Guest
+    cfg: StackConfig
+    spec: GuestSpec
+    first: list[StepResult]
+
+
 def docker_versions(guest: Guest) -> tuple[str, str]:
     engine = guest.run("dockerd --version").stdout.split()[2].rstrip(",")
     compose = guest.run("docker compose version --short").stdout.strip().lstrip("v")
@@ -69,6 +79,12 @@ def guest_stack_config(guest: Guest, crun: CrunSettings) -> tuple[StackConfig, G
     raw = set_path(raw, "baseline.docker.bridgeIp", "169.254.90.1/24")
     raw = set_path(raw, "baseline.docker.addressPools", [{"base": "169.254.96.0/20", "size": 24}])
     raw = set_path(raw, "guests.dev-cloud.sshHost", guest.host)
+    # quick health checks: the REFERENCE values (30 s interval) would make every wait 30 s long
+    raw = set_path(
+        raw,
+        "app.healthcheck",
+        {"intervalSeconds": 2, "timeoutSeconds": 5, "retries": 30, "startPeriodSeconds": 60},
+    )
     cfg = parse(raw, "dev")
     # Debian's crun (1.8) stands in for the pinned 1.21 release asset, which this sandbox cannot
     # download; the version rule (>= 1.21 for unprivileged LXC) is a config rule, checked in unit.

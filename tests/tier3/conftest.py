@@ -24,6 +24,7 @@ from types import FrameType
 import pytest
 
 from tests.harness import Engine, Guest, ImageSet, build_images, start_guest
+from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
 
 TIER3_DIR = Path(__file__).resolve().parent
 
@@ -106,3 +107,12 @@ def guest_factory(engine: Engine, images: ImageSet) -> Iterator[Callable[..., Gu
 def guest(guest_factory: Callable[..., Guest]) -> Guest:
     """The shared session guest (root over SSH with a per-run test key)."""
     return guest_factory(hostname="smoker-guest")
+
+
+@pytest.fixture(scope="session")
+def baselined(guest_factory: Callable[..., Guest]) -> Iterator[Baselined]:
+    """A guest converged to the cloud-guest baseline by the real apply plan (shared)."""
+    guest = guest_factory(hostname="baseline-guest")
+    with served_crun() as crun:
+        cfg, spec = guest_stack_config(guest, crun)
+        yield Baselined(guest, cfg, spec, apply_plan(guest, plan(cfg, spec)))

@@ -5,22 +5,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
 
 from rendering.baseline import sshd_step, ufw_rules
-from stacks.config import GuestSpec, StackConfig
 from tests.harness import Guest
-from tests.tier3.baseline_env import (
-    AUTH_KEY,
-    StepResult,
-    apply_plan,
-    guest_stack_config,
-    plan,
-    served_crun,
-)
+from tests.tier3.baseline_env import AUTH_KEY, Baselined, apply_plan, plan
 
 SERVICES = ("ssh", "fail2ban", "docker", "tailscaled")
 
@@ -32,28 +23,17 @@ def start_times(guest: Guest) -> dict[str, str]:
     }
 
 
-class Applied:
-    """The guest after the first apply, and what the runs printed."""
-
-    def __init__(self, guest: Guest, cfg: StackConfig, spec: GuestSpec) -> None:
-        self.guest, self.cfg, self.spec = guest, cfg, spec
-        self.first: list[StepResult] = apply_plan(guest, plan(cfg, spec))
-
-
 @pytest.fixture(scope="module")
-def applied(guest_factory: Callable[..., Guest]) -> Iterator[Applied]:
-    guest = guest_factory(hostname="baseline-guest")
-    with served_crun() as crun:
-        cfg, spec = guest_stack_config(guest, crun)
-        yield Applied(guest, cfg, spec)
+def applied(baselined: Baselined) -> Baselined:
+    return baselined
 
 
-def test_first_apply_changes_the_guest(applied: Applied) -> None:
+def test_first_apply_changes_the_guest(applied: Baselined) -> None:
     changed = {r.step.name for r in applied.first if r.changed}
     assert {"users", "sshd-config", "firewall", "fail2ban", "docker-config"} <= changed
 
 
-def test_sshd_runs_hardened(applied: Applied) -> None:
+def test_sshd_runs_hardened(applied: Baselined) -> None:
     effective = dict(
         line.split(" ", 1)
         for line in applied.guest.run("sshd -T").stdout.splitlines()
@@ -71,7 +51,7 @@ def test_sshd_runs_hardened(applied: Applied) -> None:
     }  # fmt: skip
 
 
-def test_key_login_works_and_password_login_is_refused(applied: Applied) -> None:
+def test_key_login_works_and_password_login_is_refused(applied: Baselined) -> None:
     assert applied.guest.run("id -un").stdout.strip() == "root"
     attempt = applied.guest.from_client(
         "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o PubkeyAuthentication=no "
@@ -83,7 +63,7 @@ def test_key_login_works_and_password_login_is_refused(applied: Applied) -> None
     assert "Permission denied (publickey)" in attempt.stderr, attempt.stderr
 
 
-def test_ufw_lists_exactly_the_declared_rules(applied: Applied) -> None:
+def test_ufw_lists_exactly_the_declared_rules(applied: Baselined) -> None:
     added = applied.guest.run("ufw show added").stdout.splitlines()
     assert [line.removeprefix("ufw ") for line in added[1:]] == ufw_rules(applied.spec)
     status = applied.guest.run("ufw status verbose").stdout
@@ -91,7 +71,7 @@ def test_ufw_lists_exactly_the_declared_rules(applied: Applied) -> None:
     assert "deny (incoming), allow (outgoing), deny (routed)" in status
 
 
-def test_undeclared_port_is_unreachable_and_declared_port_answers(applied: Applied) -> None:
+def test_undeclared_port_is_unreachable_and_declared_port_answers(applied: Baselined) -> None:
     guest = applied.guest
     guest.run(
         "systemd-run --unit=probe-listener python3 -m http.server 8081 --bind 0.0.0.0",
@@ -108,7 +88,7 @@ def test_undeclared_port_is_unreachable_and_declared_port_answers(applied: Appli
         guest.run("systemctl stop probe-listener", check=False)
 
 
-def test_rules_added_by_hand_are_removed_and_reported(applied: Applied) -> None:
+def test_rules_added_by_hand_are_removed_and_reported(applied: Baselined) -> None:
     guest = applied.guest
     guest.run("ufw allow 9999/tcp")
     firewall = next(s for s in plan(applied.cfg, applied.spec) if s.name == "firewall")
@@ -117,7 +97,7 @@ def test_rules_added_by_hand_are_removed_and_reported(applied: Applied) -> None:
     assert "9999" not in guest.run("ufw show added").stdout
 
 
-def test_fail2ban_bans_after_three_failures_and_unban_lifts_it(applied: Applied) -> None:
+def test_fail2ban_bans_after_three_failures_and_unban_lifts_it(applied: Baselined) -> None:
     guest = applied.guest
     client_ip = guest.from_client("hostname -i").stdout.split()[0]
     for _ in range(4):
@@ -137,7 +117,7 @@ def test_fail2ban_bans_after_three_failures_and_unban_lifts_it(applied: Applied)
     assert guest.from_client('nc -z -w 3 "$GUEST" 22', check=False).returncode == 0
 
 
-def test_docker_uses_crun_and_the_log_options(applied: Applied) -> None:
+def test_docker_uses_crun_and_the_log_options(applied: Baselined) -> None:
     guest = applied.guest
     info = json.loads(guest.run("docker info --format '{{json .}}'").stdout)
     assert info["DefaultRuntime"] == "crun" and info["LoggingDriver"] == "json-file"
@@ -164,7 +144,7 @@ def recorded_args(guest: Guest) -> list[list[str]]:
     return [json.loads(line)["argv"][1:] for line in lines if line.strip()]
 
 
-def test_tailscale_joined_with_identity_and_serve_mappings(applied: Applied) -> None:
+def test_tailscale_joined_with_identity_and_serve_mappings(applied: Baselined) -> None:
     calls = recorded_args(applied.guest)
     ups = [args for args in calls if args[:1] == ["up"]]
     assert ups, calls
@@ -179,7 +159,7 @@ def test_tailscale_joined_with_identity_and_serve_mappings(applied: Applied) -> 
     assert not [args for args in calls if args[:1] == ["funnel"]]
 
 
-def test_the_auth_key_is_never_on_a_command_line_or_left_on_disk(applied: Applied) -> None:
+def test_the_auth_key_is_never_on_a_command_line_or_left_on_disk(applied: Baselined) -> None:
     guest = applied.guest
     assert AUTH_KEY not in guest.run("cat /var/log/tailscale-stub/calls.jsonl").stdout
     assert AUTH_KEY not in guest.run("journalctl --no-pager -o cat", timeout=60).stdout
@@ -188,7 +168,7 @@ def test_the_auth_key_is_never_on_a_command_line_or_left_on_disk(applied: Applie
         assert AUTH_KEY not in result.stdout
 
 
-def test_identity_changes_converge(applied: Applied) -> None:
+def test_identity_changes_converge(applied: Baselined) -> None:
     guest, cfg, spec = applied.guest, applied.cfg, applied.spec
     assert spec.tailscale is not None
     renamed = replace(
@@ -206,7 +186,7 @@ def test_identity_changes_converge(applied: Applied) -> None:
         apply_plan(guest, [s for s in plan(cfg, spec) if s.name.startswith("tailscale")])
 
 
-def test_second_apply_changes_nothing_and_restarts_nothing(applied: Applied) -> None:
+def test_second_apply_changes_nothing_and_restarts_nothing(applied: Baselined) -> None:
     guest = applied.guest
     files = "/etc/ssh/sshd_config /etc/fail2ban/jail.local /etc/docker/daemon.json"
     mtimes = guest.run(f"stat -c '%n %Y' {files} /usr/local/bin/crun").stdout
@@ -217,7 +197,7 @@ def test_second_apply_changes_nothing_and_restarts_nothing(applied: Applied) -> 
     assert guest.run(f"stat -c '%n %Y' {files} /usr/local/bin/crun").stdout == mtimes
 
 
-def test_a_broken_sshd_render_is_refused_and_the_guest_stays_reachable(applied: Applied) -> None:
+def test_a_broken_sshd_render_is_refused_and_the_guest_stays_reachable(applied: Baselined) -> None:
     guest = applied.guest
     before = guest.run("sha256sum /etc/ssh/sshd_config").stdout
     good = sshd_step()
@@ -229,7 +209,7 @@ def test_a_broken_sshd_render_is_refused_and_the_guest_stays_reachable(applied: 
     assert not guest.run("ls /etc/ssh/ | grep smoker-new || true").stdout.strip()
 
 
-def test_crun_with_a_wrong_checksum_is_refused(applied: Applied) -> None:
+def test_crun_with_a_wrong_checksum_is_refused(applied: Baselined) -> None:
     guest, cfg = applied.guest, applied.cfg
     crun = replace(cfg.baseline.docker.crun, sha256="0" * 64)
     docker = replace(cfg.baseline.docker, crun=crun)
@@ -242,7 +222,7 @@ def test_crun_with_a_wrong_checksum_is_refused(applied: Applied) -> None:
     assert guest.run("systemctl is-active docker").stdout.strip() == "active"
 
 
-def test_steps_run_through_sudo_for_a_non_root_user(applied: Applied) -> None:
+def test_steps_run_through_sudo_for_a_non_root_user(applied: Baselined) -> None:
     # the device VM's connection user is `smoker`; its commands go through `sudo -n sh -c`
     step = next(s for s in plan(applied.cfg, applied.spec) if s.name == "timezone")
     command = step.command("smoker")

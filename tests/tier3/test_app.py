@@ -1,0 +1,223 @@
+"""Tier 3: the application stack on the baselined test guest, with STAND-IN service images.
+
+The compose project comes up from the rendered files, the MongoDB users are converged by the
+dynamic provider class (called as Pulumi would), secrets stay in root-only files, backups are
+made, validated, pruned and restored for real, and a failing backup fires the failure unit.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from components.mongo_users import MongoUsersProvider
+from deploy.mongo_users import connect, over_ssh
+from deploy.transport import SshTarget
+from rendering import app
+from rendering.backup import FAILURES_LOG, STATUS_DIR, backup_dir
+from tests.harness import Engine
+from tests.tier3.app_env import SECRETS, deploy_app, user_props
+from tests.tier3.baseline_env import Baselined, apply_plan
+
+TOOL = "/usr/local/sbin/smart-smoker-backup"
+
+
+@dataclass
+class AppGuest:
+    env: Baselined
+    props: dict[str, Any]
+
+    def run(self, cmd: str, **kwargs: Any) -> Any:
+        return self.env.guest.run(cmd, **kwargs)
+
+    def target(self) -> SshTarget:
+        return SshTarget(
+            self.props["host"], "root", self.props["privateKey"], host_key=self.props["hostKey"]
+        )
+
+    def as_user(self, user: str, password: str, action: Any) -> Any:
+        def run(port: int) -> Any:
+            client = connect(port, user, password)
+            try:
+                return action(client)
+            finally:
+                client.close()
+
+        return over_ssh(self.target(), app.MONGO_PORT, run)
+
+
+@pytest.fixture(scope="module")
+def deployed(baselined: Baselined, engine: Engine) -> Iterator[AppGuest]:
+    outs = deploy_app(baselined, engine)
+    yield AppGuest(baselined, outs)
+
+
+def test_project_is_healthy_and_serves_through_the_frontend(deployed: AppGuest) -> None:
+    states = [
+        json.loads(line)
+        for line in deployed.run(
+            "docker compose -p smart-smoker-dev ps --format json"
+        ).stdout.splitlines()
+        if line.strip()
+    ]
+    assert {s["Service"]: s["Health"] for s in states} == {
+        "mongo": "healthy",
+        "backend": "healthy",
+        "frontend": "healthy",
+    }
+    # the backend authenticates to MongoDB as the application user (DB_URL from backend.env)
+    assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
+    assert deployed.run("curl -fsS http://127.0.0.1:3001/api/health").stdout.startswith("{")
+
+
+def test_ports_are_published_on_loopback_only(deployed: AppGuest) -> None:
+    listening = deployed.run("ss -ltnH").stdout
+    for port in (27017, 3001, 80):
+        lines = [line for line in listening.splitlines() if f":{port} " in line]
+        assert lines and all("127.0.0.1:" in line for line in lines), lines
+
+
+def test_users_exist_with_their_roles_and_the_app_user_is_confined(deployed: AppGuest) -> None:
+    result = deployed.props["result"]
+    assert result == {"admin": "unchanged", "smartsmoker": "created"}
+
+    def roles(client: Any) -> Any:
+        info = client.admin.command("usersInfo", {"user": "smartsmoker", "db": "admin"})
+        return info["users"][0]["roles"]
+
+    assert deployed.as_user("admin", SECRETS.mongo_root_password, roles) == [
+        {"role": "readWrite", "db": "smartsmoker"}
+    ]
+
+    def write_elsewhere(client: Any) -> Any:
+        return client["other"]["x"].insert_one({"a": 1})
+
+    with pytest.raises(Exception, match=r"(?i)unauthori|not authorized"):
+        deployed.as_user("smartsmoker", SECRETS.mongo_app_password, write_elsewhere)
+
+
+def test_unchanged_inputs_need_no_update(deployed: AppGuest) -> None:
+    diff = MongoUsersProvider().diff("id", deployed.props, dict(deployed.props))
+    assert diff.changes is False
+
+
+def test_secret_files_are_root_only_and_secrets_appear_nowhere_else(deployed: AppGuest) -> None:
+    for path in (app.MONGO_ENV, app.BACKEND_ENV, app.MONGO_TOOLS_CONFIG):
+        assert deployed.run(f"stat -c %a:%U:%G {path}").stdout.strip() == "600:root:root"
+    secrets = [SECRETS.mongo_root_password, SECRETS.mongo_app_password, SECRETS.vapid_private_key]
+    encoded = app.database_url(SECRETS.mongo_app_password).split("@")[0].split(":")[-1]
+    processes = deployed.run("ps -eo args").stdout
+    journal = deployed.run("journalctl --no-pager -o cat", timeout=60).stdout
+    plain_files = deployed.run(
+        "cat /opt/smart-smoker-dev/compose.yaml /usr/local/sbin/smart-smoker-backup "
+        "/etc/systemd/system/smart-smoker-backup*"
+    ).stdout
+    for secret in [*secrets, encoded]:
+        assert secret not in processes, "a secret is on a command line"
+        assert secret not in journal, "a secret is in the journal"
+        assert secret not in plain_files, "a secret is in a non-secret file"
+
+
+def seed(deployed: AppGuest, docs: list[dict[str, Any]]) -> None:
+    def write(client: Any) -> Any:
+        coll = client["smartsmoker"]["cooks"]
+        coll.delete_many({})
+        return coll.insert_many([dict(d) for d in docs]) if docs else None
+
+    deployed.as_user("smartsmoker", SECRETS.mongo_app_password, write)
+
+
+def read_back(deployed: AppGuest, db: str = "smartsmoker") -> list[dict[str, Any]]:
+    def read(client: Any) -> Any:
+        return sorted((d for d in client[db]["cooks"].find({}, {"_id": 0})), key=lambda d: d["n"])
+
+    return deployed.as_user("admin", SECRETS.mongo_root_password, read)  # type: ignore[no-any-return]
+
+
+def test_backup_produces_a_verified_archive_and_manifest(deployed: AppGuest) -> None:
+    seed(deployed, [{"n": 1, "meat": "brisket"}])
+    archive = deployed.run(f"{TOOL} dump").stdout.strip()
+    assert archive.startswith(backup_dir(deployed.env.cfg))
+    manifest = json.loads(deployed.run(f"cat {archive.replace('.archive.gz', '.json')}").stdout)
+    sha = deployed.run(f"sha256sum {archive}").stdout.split()[0]
+    size = int(deployed.run(f"stat -c %s {archive}").stdout)
+    assert manifest["sha256"] == sha and manifest["size"] == size > 0
+    assert manifest["mongodb_version"].startswith("7.0")
+    assert deployed.run(f"stat -c %a {archive}").stdout.strip() == "600"
+    assert deployed.run(f"{TOOL} validate").stdout.startswith("valid ")
+
+
+def test_restore_drill_round_trips_the_data(deployed: AppGuest) -> None:
+    docs = [{"n": i, "meat": m} for i, m in enumerate(["ribs", "pork shoulder", "turkey"])]
+    seed(deployed, docs)
+    archive = deployed.run(f"{TOOL} dump --class daily").stdout.strip()
+    # drill: into a scratch database, the live data untouched
+    deployed.run(f"{TOOL} restore {shlex.quote(archive)} --to-db drill")
+    assert read_back(deployed, "drill") == docs
+    # disaster: wipe, restore in place, compare
+    seed(deployed, [])
+    assert read_back(deployed) == []
+    deployed.run(f"{TOOL} restore {shlex.quote(archive)} --in-place")
+    assert read_back(deployed) == docs
+
+
+def test_retention_with_a_shifted_clock_keeps_exactly_the_expected_backups(
+    deployed: AppGuest,
+) -> None:
+    directory = backup_dir(deployed.env.cfg)
+    deployed.run(f"rm -f {directory}/smartsmoker-*")
+    start = 1_893_456_000 + 7 * 3600  # 2030-01-01 02:00 America/New_York
+    nights = 40
+    for night in range(nights):
+        deployed.run(f"SMOKER_BACKUP_NOW={start + night * 86400} {TOOL} nightly")
+    kept = deployed.run(f"ls {directory} | grep archive.gz").stdout.split()
+    classes = [name.split("-")[1] for name in kept]
+    # 40 nights from Tue 2030-01-01: monthly on Jan 1 and Feb 1, Sundays weekly, the rest daily
+    assert classes.count("monthly") == 2
+    assert classes.count("weekly") == 4
+    assert classes.count("daily") == 7
+    newest = f"smartsmoker-daily-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start + 39 * 86400))}"
+    assert any(name.startswith(newest) for name in kept)
+
+
+def test_a_failing_backup_fires_the_failure_unit(deployed: AppGuest) -> None:
+    deployed.run(f"rm -f {FAILURES_LOG} {STATUS_DIR}/backup-failed")
+    deployed.run("docker compose -p smart-smoker-dev stop mongo")
+    try:
+        failed = deployed.run("systemctl start smart-smoker-backup.service", check=False)
+        assert failed.returncode != 0
+        deployed.run(f"timeout 30 sh -c 'until [ -s {FAILURES_LOG} ]; do sleep 0.2; done'")
+        record = json.loads(deployed.run(f"tail -n 1 {FAILURES_LOG}").stdout)
+        assert record["unit"] == "smart-smoker-backup.service"
+        assert deployed.run(f"test -f {STATUS_DIR}/backup-failed", check=False).returncode == 0
+        assert "FAILED" in deployed.run("journalctl -t smart-smoker-backup --no-pager").stdout
+    finally:
+        deployed.run("docker compose -p smart-smoker-dev start mongo")
+
+
+def test_password_rotation_converges_in_mongodb_and_the_backend(deployed: AppGuest) -> None:
+    env = deployed.env
+    rotated = replace(SECRETS, mongo_app_password="app-rotated-Pa55-9876543210")
+    news = {**deployed.props, "users": user_props(env, rotated)["users"]}
+    news.pop("result", None)
+    before_rotation = deployed.run(f"{TOOL} dump --class predeploy").stdout.strip()
+    provider = MongoUsersProvider()
+    assert provider.diff("id", deployed.props, news).changes is True
+    outs = provider.update("id", deployed.props, news).outs
+    assert outs["result"]["smartsmoker"] == "updated password"
+    apply_plan(env.guest, app.app_files_plan(env.cfg, env.spec, rotated))
+    apply_plan(env.guest, app.app_up_plan(env.cfg, env.spec))
+    assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
+    with pytest.raises(Exception, match="refused the credentials"):
+        deployed.as_user("smartsmoker", SECRETS.mongo_app_password, lambda c: None)
+    deployed.props = {**outs}
+    # restoring a backup taken before the rotation must not bring the old password back
+    deployed.run(f"{TOOL} restore {shlex.quote(before_rotation)} --in-place")
+    deployed.as_user("smartsmoker", rotated.mongo_app_password, lambda c: c.admin.command("ping"))
+    assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0

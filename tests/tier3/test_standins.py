@@ -1,0 +1,318 @@
+"""Tier 3: the STAND-IN service images run as the project's Compose project on a test guest.
+
+The images (tests/standins) are loaded into the guest's nested Docker engine; the compose file,
+the env files and the mongodump/mongorestore calls are the project's own (rendering/app.py,
+the backup script's ``in_mongo`` shape), driven over real SSH. What is checked: all three
+services become healthy with ``up -d --wait``; /api/ready follows the MongoDB app user (503
+before it exists, 200 after, 503 again after a password rotation until the backend gets the new
+env); a dump/restore round trip inside the mongo container; data surviving a restart; the broken
+backend variant; and that no secret shows up in any container log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import pytest
+
+from rendering.app import (
+    MONGO_ADMIN_USER,
+    backend_env,
+    compose_file,
+    mongo_env,
+    mongo_tools_config,
+)
+from stacks.config import GuestSpec, HealthcheckSettings, StackConfig
+from tests.configs import parse, stack_raw
+from tests.harness import Engine, Guest
+from tests.standins import StandinImages, build_standins
+
+pytestmark = pytest.mark.tier3
+
+VERSION = "1.0.0"
+ENV_DIR = "/etc/smart-smoker"
+#: Test-only secrets: a fresh set per run, with characters that need quoting and URL-encoding.
+ROOT_PW = f"root/{secrets.token_urlsafe(12)}@%:"
+APP_PW = f"app+{secrets.token_urlsafe(12)}/?#"
+VAPID_PRIVATE = f"vapid-{secrets.token_urlsafe(16)}"
+
+CREATE_APP_USER = """
+import sys
+from mongo_standin.client import root_client
+password = sys.stdin.read()
+admin = root_client().admin
+if admin.command("usersInfo", "smartsmoker")["users"]:
+    admin.command("updateUser", "smartsmoker", pwd=password)
+else:
+    admin.command("createUser", "smartsmoker", pwd=password,
+                  roles=[{"role": "readWrite", "db": "smartsmoker"}])
+"""
+SEED_READINGS = """
+import sys
+from mongo_standin.client import connect
+app = connect("smartsmoker", sys.stdin.read())
+app.smartsmoker.readings.delete_many({})
+app.smartsmoker.readings.insert_many([{"i": i, "temp": 100 + i} for i in range(120)])
+print(app.smartsmoker.readings.count_documents({}))
+"""
+COUNT = """
+import sys
+from mongo_standin.client import root_client
+db, coll = sys.argv[1:3]
+print(root_client()[db][coll].count_documents({}))
+"""
+
+
+def _poll(probe: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while not probe():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+@dataclass
+class Deployed:
+    """The compose project running on the guest, and how to reach it."""
+
+    guest: Guest
+    cfg: StackConfig
+    spec: GuestSpec
+    images: StandinImages
+    compose_path: str
+
+    def compose(self, args: str, **kw: object):
+        return self.guest.run(f"docker compose -f {self.compose_path} {args}", **kw)  # type: ignore[arg-type]
+
+    def container(self, service: str) -> str:
+        return self.compose(f"ps -q {service}").stdout.strip()
+
+    def py_in_mongo(self, code: str, stdin: str = "", *args: str) -> str:
+        """Run Python inside the mongo container (secrets only ever on stdin)."""
+        argv = " ".join(shlex.quote(a) for a in args)
+        cmd = f"docker exec -i {self.container('mongo')} python3 -c {shlex.quote(code)} {argv}"
+        return self.guest.run(cmd, input=stdin.encode()).stdout.strip()
+
+    def in_mongo(self, tool_args: str, tools_config: str, stdin_file: str | None = None,
+                 stdout_file: str | None = None, check: bool = True):  # fmt: skip
+        """The backup script's ``in_mongo``: config copied into the container's /tmp, removed."""
+        cid = self.container("mongo")
+        redirect = (f" < {stdin_file}" if stdin_file else "") + (
+            f" > {stdout_file}" if stdout_file else ""
+        )
+        script = (
+            f"docker exec -i {cid} sh -c 'umask 077; cat > /tmp/.smoker-tools.yaml' && "
+            f"{{ docker exec -i {cid} {tool_args} --config=/tmp/.smoker-tools.yaml "
+            f"--username={MONGO_ADMIN_USER} --authenticationDatabase=admin{redirect}; rc=$?; }}; "
+            f"docker exec {cid} rm -f /tmp/.smoker-tools.yaml; exit $rc"
+        )
+        return self.guest.run(script, input=tools_config.encode(), check=check, timeout=120)
+
+    def http(self, url: str) -> tuple[int, str]:
+        out = self.guest.run(
+            f"curl -sS -m 10 -o /tmp/.body -w '%{{http_code}}' {shlex.quote(url)}; cat /tmp/.body",
+            check=False,
+        ).stdout
+        return int(out[:3] or 0), out[3:]
+
+    def health(self, service: str) -> str:
+        return self.guest.run(
+            f"docker inspect -f '{{{{.State.Health.Status}}}}' {self.container(service)}",
+            check=False,
+        ).stdout.strip()
+
+
+def _stack() -> tuple[StackConfig, GuestSpec]:
+    """The dev stack's dev-cloud, with health checks fast enough for a test (shape unchanged)."""
+    cfg = parse(stack_raw("dev"), "dev")
+    fast = HealthcheckSettings(
+        interval_seconds=2, timeout_seconds=10, retries=3, start_period_seconds=60
+    )
+    cfg = replace(cfg, app=replace(cfg.app, healthcheck=fast))
+    return cfg, cfg.guest("dev-cloud")
+
+
+@pytest.fixture(scope="module")
+def standins(engine: Engine, request: pytest.FixtureRequest) -> StandinImages:
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+    with ctx:
+        return build_standins(engine, versions=(VERSION,), broken_versions=(VERSION,))
+
+
+@pytest.fixture(scope="module")
+def deployed(guest_factory: Callable[..., Guest], standins: StandinImages) -> Iterator[Deployed]:
+    guest = guest_factory(hostname="standins-guest")
+    for ref in standins.refs():
+        guest.load_image(ref)
+    cfg, spec = _stack()
+    app_dir = cfg.baseline.app_dir
+    d = Deployed(guest, cfg, spec, standins, f"{app_dir}/compose.yaml")
+    compose = compose_file(cfg, spec, standins.app_images(VERSION))
+    guest.run(f"install -d -m 0755 {app_dir} && cat > {d.compose_path}", input=compose.encode())
+    for name, text in (
+        ("mongo.env", mongo_env(ROOT_PW)),
+        ("backend.env", backend_env(cfg.app, APP_PW, VAPID_PRIVATE)),
+    ):
+        guest.run(
+            f"install -d -m 0700 {ENV_DIR} && umask 077 && cat > {ENV_DIR}/{name}",
+            input=text.encode(),
+        )
+    d.compose("config -q")
+    d.compose("up -d --wait --wait-timeout 180", timeout=300)
+    yield d
+    d.compose("down -t 5", check=False, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def app_user(deployed: Deployed) -> Deployed:
+    deployed.py_in_mongo(CREATE_APP_USER, APP_PW)
+    return deployed
+
+
+def test_all_services_are_healthy_and_named_stand_ins(deployed: Deployed) -> None:
+    rows = [json.loads(line) for line in deployed.compose("ps --format json").stdout.splitlines()]
+    rows = [r for row in rows for r in (row if isinstance(row, list) else [row])]
+    assert {r["Service"]: r["Health"] for r in rows} == {
+        "mongo": "healthy",
+        "backend": "healthy",
+        "frontend": "healthy",
+    }
+    cid = deployed.container("mongo")
+    version = deployed.guest.run(f"docker exec {cid} mongod --version").stdout
+    assert version.splitlines()[0] == "db version v7.0.14-standin"
+    ping = deployed.guest.run(
+        f"docker exec {cid} mongosh --quiet --eval \"db.adminCommand('ping').ok\""
+    )
+    assert ping.stdout == "1\n"
+    assert deployed.guest.run(
+        f"docker exec {cid} mongosh --quiet --eval 'db.version()'"
+    ).stdout == ("7.0.14\n")
+
+
+def test_frontend_serves_the_version_and_proxies_the_api(deployed: Deployed) -> None:
+    status, body = deployed.http("http://127.0.0.1:80/")
+    assert status == 200 and VERSION in body
+    status, body = deployed.http("http://127.0.0.1:80/api/health")
+    assert status == 200 and json.loads(body) == {"status": "ok", "version": VERSION}
+    status, body = deployed.http("http://127.0.0.1:3001/api/health")
+    assert status == 200
+    status, body = deployed.http("http://127.0.0.1:80/socket.io/?EIO=4&transport=polling")
+    assert status == 200 and body.startswith("0{")
+
+
+def test_ready_follows_the_application_user(deployed: Deployed) -> None:
+    exists = deployed.py_in_mongo(
+        "from mongo_standin.client import root_client; "
+        "print(len(root_client().admin.command('usersInfo', 'smartsmoker')['users']))"
+    )
+    if exists == "0":
+        status, body = deployed.http("http://127.0.0.1:80/api/ready")
+        assert status == 503 and json.loads(body)["reason"] == "AuthenticationFailed"
+    deployed.py_in_mongo(CREATE_APP_USER, APP_PW)
+    _poll(
+        lambda: deployed.http("http://127.0.0.1:80/api/ready")[0] == 200,
+        60,
+        "/api/ready to answer 200 through the frontend",
+    )
+
+
+def test_dump_and_restore_inside_the_mongo_container(app_user: Deployed) -> None:
+    d = app_user
+    assert d.py_in_mongo(SEED_READINGS, APP_PW) == "120"
+    tools = mongo_tools_config(ROOT_PW)
+    archive = "/root/standin-backup.archive.gz"
+    dump = d.in_mongo("mongodump --archive --gzip", tools, stdout_file=archive)
+    assert "done dumping smartsmoker.readings (120 documents)" in dump.stderr
+    assert "done dumping admin.system.users (2 documents)" in dump.stderr
+    d.guest.run(f"test -s {archive} && gzip -t {archive}")
+    dry = d.in_mongo("mongorestore --archive --gzip --dryRun", tools, stdin_file=archive)
+    assert "dry run completed" in dry.stderr
+
+    restore = d.in_mongo(
+        "mongorestore --archive --gzip --drop --nsInclude='smartsmoker.*' "
+        "--nsFrom='smartsmoker.*' --nsTo='drill.*'",
+        tools,
+        stdin_file=archive,
+    )
+    assert "120 document(s) restored successfully" in restore.stderr
+    assert d.py_in_mongo(COUNT, "", "drill", "readings") == "120"
+
+    truncated = "/root/standin-truncated.archive.gz"
+    d.guest.run(f"head -c $(( $(stat -c %s {archive}) / 2 )) {archive} > {truncated}")
+    bad = d.in_mongo(
+        "mongorestore --archive --gzip --dryRun", tools, stdin_file=truncated, check=False
+    )
+    assert bad.returncode != 0 and "Failed:" in bad.stderr
+
+    wrong = d.in_mongo(
+        "mongodump --archive --gzip",
+        mongo_tools_config("not-the-password"),
+        stdout_file="/dev/null",
+        check=False,
+    )
+    assert wrong.returncode != 0 and "AuthenticationFailed" in wrong.stderr
+    assert d.guest.run(f"docker exec {d.container('mongo')} ls -A /tmp").stdout == ""
+
+
+def test_mongo_data_survives_a_restart(app_user: Deployed) -> None:
+    d = app_user
+    d.py_in_mongo(SEED_READINGS, APP_PW)
+    data_dir = f"{d.cfg.baseline.app_dir}/data/mongo"
+    files = d.guest.run(f"ls {data_dir}").stdout.split()
+    assert {"admin.json", "smartsmoker.json"} <= set(files)
+    assert ROOT_PW not in d.guest.run(f"cat {data_dir}/admin.json").stdout
+    d.compose("restart mongo", timeout=120)
+    _poll(lambda: d.health("mongo") == "healthy", 90, "mongo to be healthy after a restart")
+    assert d.py_in_mongo(COUNT, "", "smartsmoker", "readings") == "120"
+    _poll(lambda: d.http("http://127.0.0.1:80/api/ready")[0] == 200, 60, "ready after restart")
+
+
+def test_password_rotation_needs_the_new_env(app_user: Deployed) -> None:
+    d = app_user
+    rotated = f"rotated-{secrets.token_urlsafe(10)}"
+    d.py_in_mongo(CREATE_APP_USER, rotated)  # updateUser: the old password stops working
+    _poll(lambda: d.http("http://127.0.0.1:3001/api/ready")[0] == 503, 30, "ready to fail")
+    d.guest.run(
+        f"umask 077 && cat > {ENV_DIR}/backend.env",
+        input=backend_env(d.cfg.app, rotated, VAPID_PRIVATE).encode(),
+    )
+    d.compose("up -d --wait --wait-timeout 120", timeout=200)
+    _poll(lambda: d.http("http://127.0.0.1:80/api/ready")[0] == 200, 60, "ready with new env")
+    d.py_in_mongo(CREATE_APP_USER, APP_PW)  # back to the fixture's password
+    d.guest.run(
+        f"umask 077 && cat > {ENV_DIR}/backend.env",
+        input=backend_env(d.cfg.app, APP_PW, VAPID_PRIVATE).encode(),
+    )
+    d.compose("up -d --wait --wait-timeout 120", timeout=200)
+
+
+def test_broken_backend_variant_fails_its_health_check(deployed: Deployed) -> None:
+    good = deployed.images.backend[VERSION]
+    broken = deployed.images.backend_broken[VERSION]
+    ids = deployed.guest.run(f"docker image inspect -f '{{{{.Id}}}}' {good} {broken}").stdout
+    assert len(set(ids.split())) == 2
+    name = f"broken-{secrets.token_hex(4)}"
+    deployed.guest.run(f"docker run -d --name {name} -p 127.0.0.1:3901:3001 {broken}")
+    try:
+        _poll(lambda: deployed.http("http://127.0.0.1:3901/api/health")[0] != 0, 30, "broken")
+        status, body = deployed.http("http://127.0.0.1:3901/api/health")
+        assert status == 503 and json.loads(body)["version"] == VERSION
+    finally:
+        deployed.guest.run(f"docker rm -f {name}", check=False)
+
+
+def test_no_secret_reaches_a_log(deployed: Deployed) -> None:
+    logs = deployed.compose("logs --no-color", timeout=60)
+    text = logs.stdout + logs.stderr
+    assert text.strip()
+    for secret in (ROOT_PW, APP_PW, VAPID_PRIVATE):
+        assert secret not in text
