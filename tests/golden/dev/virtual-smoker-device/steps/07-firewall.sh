@@ -13,27 +13,35 @@ else
   echo "changed $target"
 fi
 rules=/etc/smart-smoker/ufw-rules
-before=$(ufw show added 2>/dev/null | grep "^ufw " || true)
-status_before=$(ufw status | head -n 1)
-ufw default deny incoming >/dev/null
-ufw default allow outgoing >/dev/null
-ufw default deny routed >/dev/null
+changed=''
+current=$(ufw show added | sed -n "s/^ufw //p")
+status=$(ufw status verbose)
+case "$status" in
+  *"Default: deny (incoming), allow (outgoing), deny (routed)"*) ;;
+  *)
+    ufw default deny incoming >/dev/null
+    ufw default allow outgoing >/dev/null
+    ufw default deny routed >/dev/null
+    changed="$changed defaults" ;;
+esac
 while IFS= read -r rule; do
   case "$rule" in ""|"#"*) continue ;; esac
-  # shellcheck disable=SC2086 # a rule is several ufw arguments
-  ufw $rule >/dev/null
+  if ! printf "%s\n" "$current" | grep -qxF -- "$rule"; then
+    # shellcheck disable=SC2086 # a rule is several ufw arguments
+    ufw $rule >/dev/null
+    changed="$changed +[$rule]"
+  fi
 done < "$rules"
-if [ "$status_before" != "Status: active" ]; then
-  ufw --force enable >/dev/null
-  echo "changed ufw: enabled"
-fi
-ufw show added | sed -n "s/^ufw //p" | while IFS= read -r rule; do
-  case "$rule" in *Fail2Ban*|*fail2ban*) continue ;; esac
+case "$status" in
+  "Status: active"*) ;;
+  *) ufw --force enable >/dev/null; changed="$changed enabled" ;;
+esac
+printf "%s\n" "$current" | while IFS= read -r rule; do
+  case "$rule" in ""|*Fail2Ban*|*fail2ban*) continue ;; esac
   if ! grep -qxF -- "$rule" "$rules"; then
     # shellcheck disable=SC2086
     ufw delete $rule >/dev/null
     echo "removed undeclared ufw rule: $rule"
   fi
 done
-after=$(ufw show added 2>/dev/null | grep "^ufw " || true)
-if [ "$before" = "$after" ]; then echo "unchanged ufw rules"; else echo "changed ufw rules"; fi
+if [ -z "$changed" ]; then echo "unchanged ufw"; else echo "changed ufw:$changed"; fi
