@@ -10,6 +10,7 @@ from pulumi_command import remote
 from components.guest_common import step_commands
 from components.mongo_users import MongoUsers
 from rendering import app
+from rendering.files import app_files_plan
 from stacks.config import GuestSpec, StackConfig
 
 
@@ -41,7 +42,7 @@ class AppStack(pulumi.ComponentResource):
         secrets = app_secrets(cfg) if spec.kind == "lxc" else None
         files = step_commands(
             spec.name,
-            app.app_files_plan(cfg, spec, secrets),
+            app_files_plan(cfg, spec, secrets),
             spec.ssh_user,
             args.connection,
             args.after,

@@ -218,76 +218,32 @@ def _compose_up(cfg: StackConfig, guest: GuestSpec, services: str = "") -> str:
     )
 
 
-def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None) -> list[Step]:
-    """Everything written before the services start (secrets, backup tooling, compose file)."""
-    from rendering import backup  # backup imports this module
+def secret_files_plan(cfg: StackConfig, secrets: AppSecrets) -> list[Step]:
+    """The services' root-only secret files, each written from stdin."""
+    backend = backend_env(cfg.app, secrets.mongo_app_password, secrets.vapid_private_key)
+    files = {
+        "mongo-env": (MONGO_ENV, mongo_env(secrets.mongo_root_password)),
+        "backend-env": (BACKEND_ENV, backend),
+        "mongo-tools-config": (MONGO_TOOLS_CONFIG, mongo_tools_config(secrets.mongo_root_password)),
+    }
+    return [
+        file_step(name, path, content, secret=True, mode="0600")
+        for name, (path, content) in files.items()
+    ]
 
-    user = cfg.baseline.app_user
-    steps: list[Step] = []
-    if guest.kind == "lxc":
-        assert secrets is not None
-        secret_files = {
-            "mongo-env": (MONGO_ENV, mongo_env(secrets.mongo_root_password)),
-            "backend-env": (
-                BACKEND_ENV,
-                backend_env(cfg.app, secrets.mongo_app_password, secrets.vapid_private_key),
-            ),
-            "mongo-tools-config": (
-                MONGO_TOOLS_CONFIG,
-                mongo_tools_config(secrets.mongo_root_password),
-            ),
-        }
-        if secrets.backup_webhook_url:
-            secret_files["backup-webhook"] = (
-                backup.WEBHOOK_CONFIG,
-                backup.webhook_curl_config(secrets.backup_webhook_url),
-            )
-        for name, (path, content) in secret_files.items():
-            steps.append(file_step(name, path, content, secret=True, mode="0600"))
-        steps.append(
-            file_step(
-                "backup-tool",
-                backup.TOOL_PATH,
-                backup.backup_tool(cfg, project_name(cfg, guest)),
-                mode="0755",
-                validate='bash -n "$new"',
-            )
-        )
-        for unit, text in backup.units(cfg).items():
-            steps.append(
-                file_step(
-                    f"unit-{unit.removesuffix('.service').replace('@', '')}",
-                    f"/etc/systemd/system/{unit}",
-                    text,
-                    on_change="systemctl daemon-reload",
-                )
-            )
-        timers = f"{backup.UNIT_PREFIX}.timer {backup.UNIT_PREFIX}-validate.timer"
-        steps.append(
-            Step(
-                "backup-timers",
-                script(
-                    f"timers={shlex.quote(timers)}",
-                    "# shellcheck disable=SC2086 # two unit names",
-                    "if systemctl is-enabled --quiet $timers && systemctl is-active --quiet $timers; then",
-                    '  echo "unchanged timers"; exit 0',
-                    "fi",
-                    "# shellcheck disable=SC2086",
-                    "systemctl enable --now $timers",
-                    'echo "changed timers enabled"',
-                ),
-            )
-        )
-    steps.append(
+
+def compose_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+    """The compose file (checked by `docker compose config`), then MongoDB alone on a cloud guest."""
+    steps = [
         file_step(
             "compose-file",
             compose_path(cfg),
             compose_file(cfg, guest),
             mode="0640",
-            group=user,
+            group=cfg.baseline.app_user,
             validate='docker compose -f "$new" config -q',
         )
-    )
+    ]
     if guest.kind == "lxc":
         steps.append(Step("mongo-up", _compose_up(cfg, guest, "mongo")))
     return steps

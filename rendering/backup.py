@@ -6,7 +6,10 @@ all read and write `<app_dir>/backups` (the old system dumped to one path and ch
 
 from __future__ import annotations
 
+import shlex
+
 from rendering.app import MONGO_ADMIN_USER, MONGO_APP_DATABASE, MONGO_TOOLS_CONFIG, SECRETS_DIR
+from rendering.plan import Step, file_step, script
 from stacks.config import StackConfig
 
 TOOL_PATH = "/usr/local/sbin/smart-smoker-backup"
@@ -289,3 +292,54 @@ def webhook_curl_config(url: str) -> str:
     """curl -K file: the webhook URL (a secret) stays out of argv."""
     escaped = url.replace("\\", "\\\\").replace('"', '\\"')
     return f'url = "{escaped}"\nrequest = "POST"\n'
+
+
+def backup_plan(cfg: StackConfig, project: str, webhook_url: str | None) -> list[Step]:
+    """The tool, its units and timers (and the webhook's secret curl config when set)."""
+    steps = []
+    if webhook_url:
+        steps.append(
+            file_step(
+                "backup-webhook",
+                WEBHOOK_CONFIG,
+                webhook_curl_config(webhook_url),
+                secret=True,
+                mode="0600",
+            )
+        )
+    steps.append(
+        file_step(
+            "backup-tool",
+            TOOL_PATH,
+            backup_tool(cfg, project),
+            mode="0755",
+            validate='bash -n "$new"',
+        )
+    )
+    for unit, text in units(cfg).items():
+        name = unit.removesuffix(".service").replace("@", "")
+        steps.append(
+            file_step(
+                f"unit-{name}",
+                f"/etc/systemd/system/{unit}",
+                text,
+                on_change="systemctl daemon-reload",
+            )
+        )
+    timers = f"{UNIT_PREFIX}.timer {UNIT_PREFIX}-validate.timer"
+    steps.append(
+        Step(
+            "backup-timers",
+            script(
+                f"timers={shlex.quote(timers)}",
+                "# shellcheck disable=SC2086 # two unit names",
+                "if systemctl is-enabled --quiet $timers && systemctl is-active --quiet $timers; then",
+                '  echo "unchanged timers"; exit 0',
+                "fi",
+                "# shellcheck disable=SC2086",
+                "systemctl enable --now $timers",
+                'echo "changed timers enabled"',
+            ),
+        )
+    )
+    return steps

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rendering import proxmox_host
-from rendering.app import AppSecrets, app_files_plan, app_up_plan
+from rendering import app, backup, proxmox_host
+from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
 from rendering.tailscale import tailscale_plan
@@ -18,9 +18,20 @@ def guest_plan(cfg: StackConfig, guest: GuestSpec, auth_key: str = "") -> list[S
 SYNTH_SECRETS = AppSecrets("<mongoRootPassword>", "<mongoAppPassword>", "<vapidPrivateKey>", None)
 
 
+def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None) -> list[Step]:
+    """Before the services start: secret files, backup tooling, the compose file, MongoDB."""
+    steps: list[Step] = []
+    if guest.kind == "lxc":
+        assert secrets is not None, "a cloud guest needs its application secrets"
+        project = app.project_name(cfg, guest)
+        steps += app.secret_files_plan(cfg, secrets)
+        steps += backup.backup_plan(cfg, project, secrets.backup_webhook_url)
+    return steps + app.compose_plan(cfg, guest)
+
+
 def app_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
     """The application steps as synth shows them (secret files listed, never rendered)."""
-    return app_files_plan(cfg, guest, SYNTH_SECRETS) + app_up_plan(cfg, guest)
+    return app_files_plan(cfg, guest, SYNTH_SECRETS) + app.app_up_plan(cfg, guest)
 
 
 def host_files(cfg: StackConfig) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from components.mongo_users import MongoUsersProvider
 from rendering import app
+from rendering.files import app_files_plan
 from tests.harness import Engine
 from tests.standins import build_standins
 from tests.tier3.baseline_env import Baselined, apply_plan
@@ -54,7 +55,7 @@ def deploy_app(env: Baselined, engine: Engine, version: str = "1.0.0") -> dict[s
     for service, ref in standins.app_images(version).items():
         guest.load_image(ref)
         guest.run(f"docker tag {ref} {app.tagged_images(cfg.app)[service]}")
-    apply_plan(guest, app.app_files_plan(cfg, spec, SECRETS))
+    apply_plan(guest, app_files_plan(cfg, spec, SECRETS))
     outs = MongoUsersProvider().create(user_props(env, SECRETS)).outs
     apply_plan(guest, app.app_up_plan(cfg, spec))
     return dict(outs or {})

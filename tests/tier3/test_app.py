@@ -21,6 +21,7 @@ from deploy.mongo_users import connect, over_ssh
 from deploy.transport import SshTarget
 from rendering import app
 from rendering.backup import FAILURES_LOG, STATUS_DIR, backup_dir
+from rendering.files import app_files_plan
 from tests.harness import Engine
 from tests.tier3.app_env import SECRETS, deploy_app, user_props
 from tests.tier3.baseline_env import Baselined, apply_plan
@@ -211,7 +212,7 @@ def test_password_rotation_converges_in_mongodb_and_the_backend(deployed: AppGue
     assert provider.diff("id", deployed.props, news).changes is True
     outs = provider.update("id", deployed.props, news).outs
     assert outs["result"]["smartsmoker"] == "updated password"
-    apply_plan(env.guest, app.app_files_plan(env.cfg, env.spec, rotated))
+    apply_plan(env.guest, app_files_plan(env.cfg, env.spec, rotated))
     apply_plan(env.guest, app.app_up_plan(env.cfg, env.spec))
     assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
     with pytest.raises(Exception, match="refused the credentials"):
