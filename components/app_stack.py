@@ -19,6 +19,7 @@ class AppStackArgs:
     config: StackConfig
     spec: GuestSpec
     connection: remote.ConnectionArgs
+    host_key: pulumi.Input[str]  # pinned by the guest's readiness gate
     after: pulumi.Resource  # the guest baseline (Docker, users, directories)
 
 
@@ -50,7 +51,7 @@ class AppStack(pulumi.ComponentResource):
         )
         ready_for_app: pulumi.Resource = files[-1]
         if secrets is not None:
-            ready_for_app = self._users(cfg, spec, secrets, files[-1])
+            ready_for_app = self._users(cfg, spec, secrets, args.host_key, files[-1])
         step_commands(
             spec.name,
             app.app_up_plan(cfg, spec),
@@ -62,7 +63,12 @@ class AppStack(pulumi.ComponentResource):
         self.register_outputs({"project": app.project_name(cfg, spec)})
 
     def _users(
-        self, cfg: StackConfig, spec: GuestSpec, secrets: app.AppSecrets, after: pulumi.Resource
+        self,
+        cfg: StackConfig,
+        spec: GuestSpec,
+        secrets: app.AppSecrets,
+        host_key: pulumi.Input[str],
+        after: pulumi.Resource,
     ) -> MongoUsers:
         """Admin and application users, converged after MongoDB is up and before the backend."""
         return MongoUsers(
@@ -71,7 +77,7 @@ class AppStack(pulumi.ComponentResource):
                 "host": spec.ssh_host,
                 "sshUser": spec.ssh_user,
                 "sshPort": 22,
-                "hostKey": spec.ssh_host_key or "",
+                "hostKey": host_key,
                 "privateKey": pulumi.Output.secret(cfg.secrets.guest_ssh_private_key.reveal()),
                 "mongoPort": app.MONGO_PORT,
                 "adminUser": app.MONGO_ADMIN_USER,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
-from components.guest_common import GuestArgs, guest_connection, guest_outputs, wait_for_ssh
+from components.guest_common import GuestArgs, guest_access, guest_outputs
 
 # Keys and template are creation-time inputs of an LXC: changing them would replace the guest.
 # Authorized keys converge through the guest baseline instead; a new template serves new guests.
@@ -79,9 +79,11 @@ class CloudGuest(pulumi.ComponentResource):
                 depends_on=host.guest_dependencies,
             ),
         )
-        self.connection = guest_connection(spec, args.private_key, args.readiness_timeout_seconds)
-        self.ready = wait_for_ssh(
-            name, spec, self.connection, args.readiness_timeout_seconds, self.container, self
+        access = guest_access(name, args, self.container, self)
+        self.ready, self.connection, self.host_key = (
+            access.ready,
+            access.connection,
+            access.host_key,
         )
         self.outputs = guest_outputs(spec, args.proxmox)
         self.register_outputs(self.outputs)

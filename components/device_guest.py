@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
-from components.guest_common import GuestArgs, guest_connection, guest_outputs, wait_for_ssh
+from components.guest_common import GuestArgs, guest_access, guest_outputs
 
 # cloud-init applies the user account on first boot only; later key changes converge through
 # the guest baseline, so they must not rebuild the cloud-init drive (or the VM).
@@ -87,9 +87,11 @@ class DeviceGuest(pulumi.ComponentResource):
                 depends_on=host.guest_dependencies,
             ),
         )
-        self.connection = guest_connection(spec, args.private_key, args.readiness_timeout_seconds)
-        self.ready = wait_for_ssh(
-            name, spec, self.connection, args.readiness_timeout_seconds, self.vm, self
+        access = guest_access(name, args, self.vm, self)
+        self.ready, self.connection, self.host_key = (
+            access.ready,
+            access.connection,
+            access.host_key,
         )
         self.outputs = guest_outputs(spec, args.proxmox)
         self.register_outputs(self.outputs)

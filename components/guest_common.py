@@ -26,8 +26,14 @@ class GuestArgs:
     readiness_timeout_seconds: int
 
 
+HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+
 def guest_connection(
-    guest: GuestSpec, private_key: Secret, deadline_seconds: int
+    guest: GuestSpec,
+    private_key: Secret,
+    deadline_seconds: int,
+    host_key: pulumi.Input[str] | None = None,
 ) -> remote.ConnectionArgs:
     """SSH to a guest; dial retries sized so a fresh guest gets `deadline_seconds` to boot."""
     return remote.ConnectionArgs(
@@ -35,38 +41,68 @@ def guest_connection(
         port=22,
         user=guest.ssh_user,
         private_key=pulumi.Output.secret(private_key.reveal()),
-        host_key=guest.ssh_host_key,
+        host_key=host_key,
         per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
         dial_error_limit=max(10, deadline_seconds // PER_DIAL_TIMEOUT_SECONDS),
     )
 
 
 def readiness_command(kind: str, deadline_seconds: int) -> str:
-    """Remote command that returns once the guest finished booting, or fails at the deadline."""
+    """Returns once the guest finished booting (or fails at the deadline); prints its host key."""
     if kind == "vm":
         # cloud-init exits 2 for "done with recoverable errors"; only 1 is a failed first boot.
         wait = "cloud-init status --wait >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 2 ]"
     else:
         # is-system-running --wait returns non-zero for "degraded", which still means booted.
         wait = "systemctl is-system-running --wait >/dev/null || true"
-    return f"timeout {deadline_seconds} sh -c {shlex.quote(wait)} && hostname"
+    return f"timeout {deadline_seconds} sh -c {shlex.quote(wait)} && cat {HOST_KEY_FILE}"
 
 
-def wait_for_ssh(
+def host_key_of(readiness_stdout: str) -> str:
+    """`type base64` from the readiness output (the last line: the guest's ed25519 host key)."""
+    lines = (readiness_stdout or "").strip().splitlines()
+    if not lines or not lines[-1].startswith("ssh-ed25519 "):
+        raise ValueError(f"the readiness check printed no ed25519 host key: {readiness_stdout!r}")
+    return " ".join(lines[-1].split()[:2])
+
+
+@dataclass
+class GuestAccess:
+    """The readiness gate, and the connection every later step uses (host key pinned)."""
+
+    ready: remote.Command
+    connection: remote.ConnectionArgs
+    host_key: pulumi.Output[str]
+
+
+def guest_access(
     name: str,
-    guest: GuestSpec,
-    connection: remote.ConnectionArgs,
-    deadline_seconds: int,
-    guest_resource: pulumi.Resource,
+    args: GuestArgs,
+    guest_resource: pulumi.CustomResource,
     parent: pulumi.Resource,
-) -> remote.Command:
-    """A command that succeeds once SSH answers and the guest has booted (re-run on replacement)."""
-    return remote.Command(
+) -> GuestAccess:
+    """Wait for SSH, then pin the host key for every later step.
+
+    The configured `sshHostKey` is pinned from the first connection on. Without it, the key the
+    guest presents to the readiness check is recorded (trust on first use, like `ssh` itself) and
+    pinned for everything after, so a later man-in-the-middle is refused.
+    """
+    spec, deadline = args.spec, args.readiness_timeout_seconds
+    first = guest_connection(spec, args.private_key, deadline, spec.ssh_host_key)
+    ready = remote.Command(
         f"{name}-ready",
-        connection=connection,
-        create=readiness_command(guest.kind, deadline_seconds),
-        triggers=[guest_resource.id],  # type: ignore[attr-defined]
+        connection=first,
+        create=readiness_command(spec.kind, deadline),
+        triggers=[guest_resource.id],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[guest_resource]),
+    )
+    host_key = (
+        pulumi.Output.from_input(spec.ssh_host_key)
+        if spec.ssh_host_key
+        else ready.stdout.apply(host_key_of)
+    )
+    return GuestAccess(
+        ready, guest_connection(spec, args.private_key, deadline, host_key), host_key
     )
 
 

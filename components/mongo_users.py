@@ -34,7 +34,7 @@ def _target(props: dict[str, Any]) -> SshTarget:
         user=props["sshUser"],
         private_key=props["privateKey"],
         port=int(props.get("sshPort", 22)),
-        host_key=props.get("hostKey") or None,
+        host_key=props.get("hostKey") or "",
     )
 
 

@@ -24,7 +24,7 @@ class SshTarget:
     user: str
     private_key: str = field(repr=False)
     port: int = 22
-    host_key: str | None = None  # "ssh-ed25519 AAAA..."; None only where the caller allows it
+    host_key: str = ""  # "ssh-ed25519 AAAA...": always pinned, never "accept anything"
     connect_timeout: float = 15.0
 
 
@@ -53,11 +53,13 @@ class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
 
 @contextlib.contextmanager
 def ssh_client(target: SshTarget) -> Iterator[paramiko.SSHClient]:
+    if not target.host_key:
+        raise TransportError(
+            f"no pinned host key for {target.host}: set guests.<name>.sshHostKey "
+            "(or let the guest's readiness step record it)"
+        )
     client = paramiko.SSHClient()
-    if target.host_key:
-        client.set_missing_host_key_policy(_PinnedHostKey(target.host_key))
-    else:
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.set_missing_host_key_policy(_PinnedHostKey(target.host_key))
     try:
         client.connect(
             target.host,

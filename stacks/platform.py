@@ -66,7 +66,7 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
             guest.outputs["tailscaleUrls"] = tailscale.urls
         AppStack(
             f"{spec.name}-app",
-            AppStackArgs(cfg, spec, guest.connection, baseline.done),
+            AppStackArgs(cfg, spec, guest.connection, guest.host_key, baseline.done),
             opts,
         )
 

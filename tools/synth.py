@@ -28,6 +28,8 @@ from stacks.config import PROJECT, SECRET_KEYS, StackConfig, load_stack_config
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_MARKER = "[secret]"
+# What a guest's readiness check reports in synth (a real guest prints its own host key).
+SYNTH_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISynthHostKeyPlaceholder00000000000000000"
 UNKNOWN_MARKER = "[unknown]"
 
 # Signatures of Pulumi's wire encoding (sdk/python/lib/pulumi/runtime/rpc.py).
@@ -143,6 +145,8 @@ class _Mocks(pulumi.runtime.Mocks):
             return f"{inputs['datastoreId']}:{inputs['contentType']}/{name}", state
         if "vmId" in inputs:
             return str(int(inputs["vmId"])), state
+        if args.typ == "command:remote:Command" and args.name.endswith("-ready"):
+            state["stdout"] = f"{SYNTH_HOST_KEY} root@{args.name.removesuffix('-ready')}\n"
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:

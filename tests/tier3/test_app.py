@@ -222,3 +222,12 @@ def test_password_rotation_converges_in_mongodb_and_the_backend(deployed: AppGue
     deployed.run(f"{TOOL} restore {shlex.quote(before_rotation)} --in-place")
     deployed.as_user("smartsmoker", rotated.mongo_app_password, lambda c: c.admin.command("ping"))
     assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
+
+
+def test_the_tunnel_refuses_a_host_key_that_is_not_the_pinned_one(deployed: AppGuest) -> None:
+    from deploy.transport import TransportError
+
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHbMWXbmZq4rCkHXHnNaV9zHPkmh0Z3FmQ9YV8oL6yGZ"
+    wrong = SshTarget(deployed.props["host"], "root", deployed.props["privateKey"], host_key=other)
+    with pytest.raises(TransportError, match="does not match the pinned"):
+        over_ssh(wrong, app.MONGO_PORT, lambda port: port)

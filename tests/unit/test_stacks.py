@@ -242,8 +242,9 @@ def test_every_plan_step_is_a_command_chained_after_readiness(dev: Synthesis, gu
         command = dev.one(COMMAND, f"{guest}-{step.name}")
         if step.name == "tailscale-install":
             gate = previous  # Tailscale waits for the finished baseline (UFW rules)
-        # right after its predecessor; the gate's ID is a trigger (a rebuilt guest re-runs all)
-        assert set(command.depends_on) == {previous, gate}, step.name
+        # right after its predecessor; the gate's ID is a trigger (a rebuilt guest re-runs all),
+        # and the connection pins the host key the readiness check recorded
+        assert set(command.depends_on) == {previous, gate, ready.urn}, step.name
         component = "TailscaleNode" if step.name.startswith("tailscale") else "GuestBaseline"
         assert command.parent and f"smoker:guest:{component}::" in command.parent
         assert command.inputs["addPreviousOutputInEnv"] is False
@@ -294,3 +295,21 @@ def test_vzdump_job_covers_the_stack_guests(dev: Synthesis, prod: Synthesis) -> 
     assert (job["mode"], job["compress"]) == ("snapshot", "zstd")
     assert job["pruneBackups"] == {"keep-daily": "7", "keep-weekly": "4", "keep-monthly": "12"}
     assert prod.one("proxmoxve:backup/job:Job", "vzdump-prod").inputs["vmids"] == ["106"]
+
+
+def test_readiness_records_the_host_key_that_later_steps_pin() -> None:
+    from components.guest_common import HOST_KEY_FILE, host_key_of, readiness_command
+
+    assert readiness_command("lxc", 600).endswith(f"&& cat {HOST_KEY_FILE}")
+    out = "smart-smoker-dev-cloud\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample root@guest\n"
+    assert host_key_of(out) == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
+
+
+def test_the_ssh_transport_never_accepts_an_unpinned_host() -> None:
+    from deploy.transport import SshTarget, TransportError, ssh_client
+
+    with (
+        pytest.raises(TransportError, match="no pinned host key"),
+        ssh_client(SshTarget("127.0.0.1", "root", "key", port=1)),
+    ):
+        pass
