@@ -7,9 +7,11 @@ import contextlib
 import io
 import select
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import paramiko
 
@@ -136,3 +138,63 @@ def tunnel(
         stop.set()
         listener.close()
         acceptor.join(timeout=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running commands on a host: the interface the deploy engine is written against
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Transport(Protocol):
+    """Runs a shell command on the target host as root, with optional stdin."""
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult: ...
+
+
+class LocalTransport:
+    """This machine (operator tooling on the host itself, and tests)."""
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult:
+        try:
+            done = subprocess.run(
+                ["sh", "-c", command], input=stdin, capture_output=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TransportError(f"command timed out after {timeout:.0f} s") from exc
+        return CommandResult(
+            done.returncode,
+            done.stdout.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+        )
+
+
+class SshTransport:
+    """A guest over one SSH connection with a pinned host key (see `ssh_client`)."""
+
+    def __init__(self, client: paramiko.SSHClient) -> None:
+        self._client = client
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult:
+        try:
+            channel_in, channel_out, channel_err = self._client.exec_command(
+                command, timeout=timeout
+            )
+            if stdin:
+                channel_in.write(stdin)
+            channel_in.channel.shutdown_write()
+            out = channel_out.read().decode(errors="replace")
+            err = channel_err.read().decode(errors="replace")
+            code = channel_out.channel.recv_exit_status()
+        except (OSError, paramiko.SSHException) as exc:
+            raise TransportError(f"SSH command failed: {exc}") from exc
+        return CommandResult(code, out, err)

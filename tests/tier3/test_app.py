@@ -231,3 +231,27 @@ def test_the_tunnel_refuses_a_host_key_that_is_not_the_pinned_one(deployed: AppG
     wrong = SshTarget(deployed.props["host"], "root", deployed.props["privateKey"], host_key=other)
     with pytest.raises(TransportError, match="does not match the pinned"):
         over_ssh(wrong, app.MONGO_PORT, lambda port: port)
+
+
+def test_host_lock_and_ledger_over_ssh(deployed: AppGuest) -> None:
+    from deploy.ledger import Ledger
+    from deploy.lock import HostLock, LockHeldError
+    from deploy.transport import SshTransport, ssh_client
+
+    with ssh_client(deployed.target()) as first, ssh_client(deployed.target()) as second:
+        holder, other = HostLock(SshTransport(first)), HostLock(SshTransport(second))
+        holder.acquire("tier3@test", "deploy release t3")
+        try:
+            with pytest.raises(LockHeldError, match="deploy release t3 by tier3@test"):
+                other.acquire("someone@else", "baseline")
+        finally:
+            holder.release()
+        other.acquire("someone@else", "baseline")
+        other.release()
+        Ledger(SshTransport(first)).append({"release": "t3", "outcome": "success"})
+    assert (
+        deployed.run("stat -c %a /var/log/smart-smoker/deployments.jsonl").stdout.strip() == "600"
+    )
+    assert (
+        '"release":"t3"' in deployed.run("tail -n 1 /var/log/smart-smoker/deployments.jsonl").stdout
+    )
