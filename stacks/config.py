@@ -549,7 +549,6 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
     if reader.problems:
         raise ConfigError(stack, reader.problems)
     assert proxmox and network and host_shared and baseline and app
-    assert secrets.guest_ssh_private_key
     return StackConfig(
         stack=stack,
         environment=environment,
@@ -562,35 +561,18 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
         baseline=baseline,
         tailnet=tailnet,
         app=app,
-        secrets=Secrets(
-            guest_ssh_private_key=secrets.guest_ssh_private_key,
-            proxmox_password=secrets.proxmox_password,
-            proxmox_api_token=secrets.proxmox_api_token,
-            proxmox_ssh_private_key=secrets.proxmox_ssh_private_key,
-            tailscale_auth_key=secrets.tailscale_auth_key,
-            mongo_root_password=secrets.mongo_root_password,
-            mongo_app_password=secrets.mongo_app_password,
-            vapid_private_key=secrets.vapid_private_key,
-            backup_webhook_url=secrets.backup_webhook_url,
-        ),
+        secrets=Secrets(**{_attribute(key): value for key, value in secrets.items()}),
     )
 
 
-@dataclass
-class _SecretValues:
-    guest_ssh_private_key: Secret | None = None
-    proxmox_password: Secret | None = None
-    proxmox_api_token: Secret | None = None
-    proxmox_ssh_private_key: Secret | None = None
-    tailscale_auth_key: Secret | None = None
-    mongo_root_password: Secret | None = None
-    mongo_app_password: Secret | None = None
-    vapid_private_key: Secret | None = None
-    backup_webhook_url: Secret | None = None
+def _attribute(key: str) -> str:
+    """`guestSshPrivateKey` -> `guest_ssh_private_key` (the Secrets field of a config key)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
-def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -> _SecretValues:
-    values = _SecretValues()
+def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -> dict[str, Secret]:
+    """The known secrets that are set, by config key (plain-text ones are reported)."""
+    values: dict[str, Secret] = {}
     for key in data:
         if key in secret_set or not _SECRET_CLASS.search(key):
             continue
@@ -642,8 +624,7 @@ def _read_secrets(reader: _Reader, data: dict[str, Any], secret_set: set[str]) -
                 "must look like user@realm!tokenid=uuid",
                 f"`{spec.example}` with the full token",
             )
-        attr = re.sub(r"(?<!^)(?=[A-Z])", "_", spec.key).lower()
-        setattr(values, attr, secret)
+        values[spec.key] = secret
     return values
 
 
@@ -1131,12 +1112,13 @@ def _check_unique(
 
 def _check_proxmox_auth(
     reader: _Reader,
-    secrets: _SecretValues,
+    secrets: dict[str, Secret],
     guests: tuple[GuestSpec, ...],
     proxmox: ProxmoxSettings | None,
 ) -> None:
     keyctl = [g.name for g in guests if g.lxc_features and g.lxc_features.keyctl]
-    if secrets.proxmox_password is None and secrets.proxmox_api_token is None:
+    has_password = "proxmoxPassword" in secrets
+    if not has_password and "proxmoxApiToken" not in secrets:
         reader.problem(
             "proxmoxPassword",
             REQUIRED,
@@ -1144,7 +1126,7 @@ def _check_proxmox_auth(
             f"run `{_SECRET_BY_NAME['proxmoxPassword'].example}` "
             "(or proxmoxApiToken when no guest needs keyctl)",
         )
-    elif keyctl and secrets.proxmox_password is None:
+    elif keyctl and not has_password:
         reader.problem(
             "proxmoxPassword",
             REQUIRED,
@@ -1152,7 +1134,7 @@ def _check_proxmox_auth(
             "may set (an API token cannot)",
             f"run `{_SECRET_BY_NAME['proxmoxPassword'].example}`",
         )
-    password_user = proxmox.username if proxmox and secrets.proxmox_password else "root@pam"
+    password_user = proxmox.username if proxmox and has_password else "root@pam"
     if keyctl and password_user != "root@pam":
         reader.problem(
             "proxmox.username",
@@ -1164,7 +1146,7 @@ def _check_proxmox_auth(
 
 def _check_required_secrets(
     reader: _Reader,
-    secrets: _SecretValues,
+    secrets: dict[str, Secret],
     host_shared: HostShared | None,
     guests: tuple[GuestSpec, ...],
 ) -> None:
@@ -1176,8 +1158,7 @@ def _check_required_secrets(
     if any(g.kind == "lxc" for g in guests):
         required += ["mongoRootPassword", "mongoAppPassword", "vapidPrivateKey"]
     for key in required:
-        attr = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        if getattr(secrets, attr) is None:
+        if key not in secrets:
             spec = _SECRET_BY_NAME[key]
             reader.problem(key, REQUIRED, f"is missing: {spec.what}", f"run `{spec.example}`")
 

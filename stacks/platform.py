@@ -32,6 +32,7 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
         opts,
     )
     guests: dict[str, CloudGuest | DeviceGuest] = {}
+    exports: dict[str, dict[str, object]] = {}
     for spec in cfg.guests:
         args = GuestArgs(
             spec=spec,
@@ -45,6 +46,7 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
         guest_class = CloudGuest if spec.kind == "lxc" else DeviceGuest
         guest = guest_class(spec.name, args, opts)
         guests[spec.name] = guest
+        exports[spec.name] = dict(guest.outputs)
         baseline = GuestBaseline(
             f"{spec.name}-baseline",
             GuestBaselineArgs(cfg, spec, guest.connection, guest.ready),
@@ -63,7 +65,7 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
                 ),
                 opts,
             )
-            guest.outputs["tailscaleUrls"] = tailscale.urls
+            exports[spec.name]["tailscaleUrls"] = tailscale.urls
         AppStack(
             f"{spec.name}-app",
             AppStackArgs(cfg, spec, guest.connection, guest.host_key, baseline.done),
@@ -73,7 +75,7 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
     VzdumpJob(f"vzdump-{cfg.environment}", VzdumpJobArgs(cfg, host.provider), opts)
 
     pulumi.export("environment", cfg.environment)
-    pulumi.export("guests", {name: g.outputs for name, g in guests.items()})
+    pulumi.export("guests", exports)
     if cfg.host_shared.owner:
         pulumi.export(
             "hostShared",

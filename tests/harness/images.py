@@ -49,7 +49,8 @@ class ImageSet:
     client: str
 
 
-def _digest(*parts: bytes) -> str:
+def content_digest(*parts: bytes) -> str:
+    """A short, length-prefixed sha256 of the parts: the cache key of an image recipe."""
     h = hashlib.sha256()
     for part in parts:
         h.update(len(part).to_bytes(8, "big"))
@@ -63,7 +64,7 @@ def _dir_digest(directory: Path) -> bytes:
         rel = path.relative_to(directory).as_posix().encode()
         mode = str(path.stat().st_mode & 0o777).encode()
         parts += [rel, mode, path.read_bytes()]
-    return _digest(*parts).encode()
+    return content_digest(*parts).encode()
 
 
 def _force_rebuild() -> bool:
@@ -79,7 +80,7 @@ def _skip(engine: Engine, ref: str) -> bool:
 
 def build_base(engine: Engine) -> str:
     """debootstrap a minbase bookworm and ``docker import`` it; returns the hashed tag."""
-    recipe = _digest(SUITE.encode(), MIRROR.encode(), BASE_RECIPE_VERSION.encode())
+    recipe = content_digest(SUITE.encode(), MIRROR.encode(), BASE_RECIPE_VERSION.encode())
     tag = f"{BASE_REPO}:{SUITE}-{recipe}"
     if _skip(engine, tag):
         engine.docker("tag", tag, f"{BASE_REPO}:{SUITE}")
@@ -166,11 +167,11 @@ def build_image(
 ) -> str:
     """``docker build --network host`` of ``context`` (+ extra files), cached by content hash."""
     extra = extra or {}
-    recipe = _digest(
+    recipe = content_digest(
         base.encode(),
         _dir_digest(context),
         *(
-            name.encode() + _digest(path.read_bytes()).encode()
+            name.encode() + content_digest(path.read_bytes()).encode()
             for name, path in sorted(extra.items())
         ),
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.harness import Engine, HarnessError
 from tests.harness.engine import log, run_checked
-from tests.harness.images import build_base
+from tests.harness.images import build_base, content_digest
 
 STANDINS_DIR = Path(__file__).resolve().parent
 MONGO_REPO = "smoker-test/mongo-standin"
@@ -80,14 +80,6 @@ class StandinImages:
         ]
 
 
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()[:16]
-
-
 def _ignored(path: Path) -> bool:
     return any(path.match(p) or any(parent.match(p) for parent in path.parents) for p in _IGNORED)
 
@@ -103,12 +95,12 @@ def _context_digest(directory: Path) -> bytes:
     for path in _context_files(directory):
         rel = path.relative_to(directory).as_posix().encode()
         parts += [rel, str(path.stat().st_mode & 0o777).encode(), path.read_bytes()]
-    return _digest(*parts).encode()
+    return content_digest(*parts).encode()
 
 
 def standin_wheels(engine: Engine) -> Path:
     """Directory with the pinned pymongo/dnspython wheels (downloaded once, hash-checked)."""
-    key = _digest(*(f"{n}={h}".encode() for n, h in sorted(WHEELS.items())))
+    key = content_digest(*(f"{n}={h}".encode() for n, h in sorted(WHEELS.items())))
     target = engine.cache_dir / "downloads" / f"standin-wheels-{key}"
     if all((target / name).is_file() for name in WHEELS):
         return target
@@ -155,7 +147,7 @@ def _build(
 ) -> str:
     """``docker build`` of one stand-in (skipped when ``ref`` already has this recipe)."""
     args = dict(build_args or {})
-    recipe = _digest(
+    recipe = content_digest(
         RECIPE_VERSION.encode(),
         base.encode(),
         engine.docker_text("image", "inspect", "-f", "{{.Id}}", base).encode(),
