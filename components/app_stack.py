@@ -1,4 +1,4 @@
-"""AppStack: a guest's Compose project, its secrets, MongoDB users and backups."""
+"""AppStack: a guest's Compose project, its secrets, MongoDB users, backups and its Release."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pulumi_command import remote
 
 from components.guest_common import step_commands
 from components.mongo_users import MongoUsers
+from components.release import Release
 from rendering import app
 from rendering.files import app_files_plan
 from stacks.config import GuestSpec, StackConfig
@@ -52,15 +53,45 @@ class AppStack(pulumi.ComponentResource):
         ready_for_app: pulumi.Resource = files[-1]
         if secrets is not None:
             ready_for_app = self._users(cfg, spec, secrets, args.host_key, files[-1])
-        step_commands(
-            spec.name,
-            app.app_up_plan(cfg, spec),
-            spec.ssh_user,
-            args.connection,
-            ready_for_app,
-            self,
+        self.release = self._release(cfg, spec, secrets, args.host_key, ready_for_app)
+        self.register_outputs(
+            {"project": app.project_name(cfg, spec), "release": self.release.releaseId}
         )
-        self.register_outputs({"project": app.project_name(cfg, spec)})
+
+    def _release(
+        self,
+        cfg: StackConfig,
+        spec: GuestSpec,
+        secrets: app.AppSecrets | None,
+        host_key: pulumi.Input[str],
+        after: pulumi.Resource,
+    ) -> Release:
+        """The safe deploy of the project: backup, stage, pull by digest, up, verify, commit."""
+        deploy = cfg.app.deploy
+        return Release(
+            f"{spec.name}-release",
+            {
+                "host": spec.ssh_host,
+                "sshUser": spec.ssh_user,
+                "sshPort": 22,
+                "hostKey": host_key,
+                "privateKey": pulumi.Output.secret(cfg.secrets.guest_ssh_private_key.reveal()),
+                "stack": cfg.stack,
+                "guest": spec.name,
+                "project": app.project_name(cfg, spec),
+                "appDir": cfg.baseline.app_dir,
+                "compose": app.compose_file(cfg, spec),
+                "envFiles": pulumi.Output.secret(app.release_env_files(cfg, spec, secrets)),
+                "checks": app.release_checks(spec),
+                "backup": spec.kind == "lxc",
+                "restoreOnRollback": deploy.rollback_restores_backup,
+                "keepReleases": deploy.keep_releases,
+                "verifyTimeoutSeconds": deploy.verify_timeout_seconds,
+                "lockLeaseSeconds": deploy.lock_lease_seconds,
+                "revision": deploy.revision,
+            },
+            pulumi.ResourceOptions(parent=self, depends_on=[after]),
+        )
 
     def _users(
         self,

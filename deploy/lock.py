@@ -76,8 +76,9 @@ class HostLock:
             raise LockHeldError(f"the host is locked: {described}.{hint}")
         return owner
 
-    def renew(self, owner: Owner) -> Owner:
-        renewed = Owner(owner.who, owner.what, owner.since, self.clock() + self.lease)
+    def renew(self, owner: Owner, seconds: float | None = None) -> Owner:
+        """Extend the lease (by `seconds` instead of the lease, before a long step)."""
+        renewed = Owner(owner.who, owner.what, owner.since, self.clock() + (seconds or self.lease))
         self.transport.run(
             f"cat > {shlex.quote(self._owner_file)}.new && "
             f"mv {shlex.quote(self._owner_file)}.new {shlex.quote(self._owner_file)}",

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import io
 import select
+import shlex
 import socket
 import subprocess
 import threading
@@ -156,9 +157,12 @@ class CommandResult:
 
 
 class Transport(Protocol):
-    """Runs a shell command on the target host as root, with optional stdin."""
+    """Runs a shell command on the target host as root, with optional stdin, and reaches the
+    host's loopback ports (`forward` yields a local port that leads to `port` on the host)."""
 
     def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult: ...
+
+    def forward(self, port: int) -> contextlib.AbstractContextManager[int]: ...
 
 
 class LocalTransport:
@@ -177,14 +181,19 @@ class LocalTransport:
             done.stderr.decode(errors="replace"),
         )
 
+    def forward(self, port: int) -> contextlib.AbstractContextManager[int]:
+        return contextlib.nullcontext(port)
+
 
 class SshTransport:
     """A guest over one SSH connection with a pinned host key (see `ssh_client`)."""
 
-    def __init__(self, client: paramiko.SSHClient) -> None:
-        self._client = client
+    def __init__(self, client: paramiko.SSHClient, sudo: bool = False) -> None:
+        self._client, self._sudo = client, sudo
 
     def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult:
+        if self._sudo:  # a non-root login (the device VM): root through passwordless sudo
+            command = f"sudo -n sh -c {shlex.quote(command)}"
         try:
             channel_in, channel_out, channel_err = self._client.exec_command(
                 command, timeout=timeout
@@ -198,3 +207,13 @@ class SshTransport:
         except (OSError, paramiko.SSHException) as exc:
             raise TransportError(f"SSH command failed: {exc}") from exc
         return CommandResult(code, out, err)
+
+    def forward(self, port: int) -> contextlib.AbstractContextManager[int]:
+        return tunnel(self._client, port)
+
+
+@contextlib.contextmanager
+def connect(target: SshTarget) -> Iterator[SshTransport]:
+    """One SSH connection to the target (host key pinned), as a Transport."""
+    with ssh_client(target) as client:
+        yield SshTransport(client, sudo=target.user != "root")

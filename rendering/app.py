@@ -1,8 +1,11 @@
 """The Compose projects and the secret files the services read.
 
-`compose_file()` takes the image references to use: the tag references from config by default
-(what `make synth` shows), or the digest-pinned references a release resolves at deploy time.
-Secrets never appear in a compose file: the services read them from root-only env files.
+`compose_file()` is a release's compose file with the image references from config (what
+`make synth` shows); the deploy engine pins every reference to its digest when it stages the
+release. Secrets never appear in a compose file: the services read them from root-only env files
+that sit next to it in the release directory, so a rollback brings back the exact previous env.
+On a fresh cloud guest MongoDB is first started from a mongo-only bootstrap file, so that the users
+exist before the first release's backend connects.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from rendering.plan import Step, file_step, script
 from stacks.config import AppSettings, GuestSpec, StackConfig
 
 SECRETS_DIR = "/etc/smart-smoker"
-BACKEND_ENV = f"{SECRETS_DIR}/backend.env"
-MONGO_ENV = f"{SECRETS_DIR}/mongo.env"
+MONGO_ENV = f"{SECRETS_DIR}/mongo.env"  # the bootstrap's; a release carries its own copy
+BACKEND_ENV_FILE = "backend.env"  # in the release directory, next to compose.yaml
+MONGO_ENV_FILE = "mongo.env"
 MONGO_TOOLS_CONFIG = f"{SECRETS_DIR}/mongo-tools.yaml"  # mongodump/mongorestore --config
 MONGO_ADMIN_USER = "admin"
 MONGO_APP_USER = "smartsmoker"
@@ -72,27 +76,30 @@ def http_probe(url: str) -> list[str]:
     return ["CMD-SHELL", script]
 
 
+def _mongo_service(cfg: StackConfig, image: str, env_file: str) -> dict[str, object]:
+    return {
+        "image": image,
+        "restart": "unless-stopped",
+        "env_file": [env_file],
+        "ports": [f"127.0.0.1:{MONGO_PORT}:27017"],
+        "volumes": [f"{mongo_data_dir(cfg)}:/data/db"],
+        "healthcheck": _healthcheck(
+            cfg.app, ["CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"]
+        ),
+        "logging": _logging(),
+    }
+
+
 def cloud_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, object]:
     app = cfg.app
     return {
         "name": f"smart-smoker-{cfg.environment}",
         "services": {
-            "mongo": {
-                "image": images["mongo"],
-                "restart": "unless-stopped",
-                "env_file": [MONGO_ENV],
-                "ports": [f"127.0.0.1:{MONGO_PORT}:27017"],
-                "volumes": [f"{mongo_data_dir(cfg)}:/data/db"],
-                "healthcheck": _healthcheck(
-                    app,
-                    ["CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok"],
-                ),
-                "logging": _logging(),
-            },
+            "mongo": _mongo_service(cfg, images["mongo"], MONGO_ENV_FILE),
             "backend": {
                 "image": images["backend"],
                 "restart": "unless-stopped",
-                "env_file": [BACKEND_ENV],
+                "env_file": [BACKEND_ENV_FILE],
                 "ports": [f"127.0.0.1:{BACKEND_PORT}:3001"],
                 "depends_on": {"mongo": {"condition": "service_healthy"}},
                 "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:3001/api/health")),
@@ -142,13 +149,70 @@ def device_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, obj
 def compose_file(
     cfg: StackConfig, guest: GuestSpec, images: Mapping[str, str] | None = None
 ) -> str:
+    """A release's compose file (env files relative: they sit next to it in the release)."""
     chosen = dict(images) if images is not None else tagged_images(cfg.app)
     project = cloud_compose(cfg, chosen) if guest.kind == "lxc" else device_compose(cfg, chosen)
     header = (
-        "# Managed by smoker-infra: the Compose project of this guest. Secrets are in root-only\n"
-        f"# env files under {SECRETS_DIR}, never here.\n"
+        "# Managed by smoker-infra: the Compose project of this guest, one release of it.\n"
+        "# Secrets are in the root-only env files next to this file, never here.\n"
     )
     return header + yaml.safe_dump(project, sort_keys=False, width=1000)
+
+
+def bootstrap_compose_file(cfg: StackConfig, guest: GuestSpec) -> str:
+    """MongoDB alone, to create the users before the first release (a release takes it over)."""
+    project = {
+        "name": project_name(cfg, guest),
+        "services": {"mongo": _mongo_service(cfg, tagged_images(cfg.app)["mongo"], MONGO_ENV)},
+    }
+    header = (
+        "# Managed by smoker-infra: starts MongoDB on a fresh guest only. The live project is\n"
+        f"# {release_dir(cfg, 'current')}/compose.yaml (see `python -m deploy status`).\n"
+    )
+    return header + yaml.safe_dump(project, sort_keys=False, width=1000)
+
+
+def releases_dir(cfg: StackConfig) -> str:
+    return f"{cfg.baseline.app_dir}/releases"
+
+
+def release_dir(cfg: StackConfig, name: str) -> str:
+    return f"{cfg.baseline.app_dir}/{name}" if name == "current" else f"{releases_dir(cfg)}/{name}"
+
+
+def release_env_files(
+    cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None
+) -> dict[str, str]:
+    """The env files a release carries (secret): the cloud services' credentials."""
+    if guest.kind != "lxc":
+        return {}
+    assert secrets is not None, "a cloud guest needs its application secrets"
+    return {
+        BACKEND_ENV_FILE: backend_env(
+            cfg.app, secrets.mongo_app_password, secrets.vapid_private_key
+        ),
+        MONGO_ENV_FILE: mongo_env(secrets.mongo_root_password),
+    }
+
+
+def release_checks(guest: GuestSpec) -> dict[str, object]:
+    """What verifies a release on the guest: REFERENCE.md's health endpoints, the app user."""
+    if guest.kind == "lxc":
+        return {
+            "http": [
+                {"url": f"http://127.0.0.1:{BACKEND_PORT}/api/health", "json": {"status": "ok"}},
+                {"url": f"http://127.0.0.1:{BACKEND_PORT}/api/ready"},
+                {"url": f"http://127.0.0.1:{FRONTEND_PORT}/"},
+            ],
+            "mongoUserEnv": BACKEND_ENV_FILE,  # DB_URL in it: the app user must authenticate
+            "mongoPort": MONGO_PORT,
+        }
+    return {
+        "http": [
+            {"url": f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health"},
+            {"url": f"http://127.0.0.1:{SMOKER_UI_PORT}/"},
+        ],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,28 +266,14 @@ class AppSecrets:
     backup_webhook_url: str | None = field(default=None, repr=False)
 
 
-def compose_path(cfg: StackConfig) -> str:
-    return f"{cfg.baseline.app_dir}/compose.yaml"
-
-
-def _compose_up(cfg: StackConfig, guest: GuestSpec, services: str = "") -> str:
-    """`docker compose up -d --wait`: only changed services are recreated; reports which."""
-    project = shlex.quote(project_name(cfg, guest))
-    compose = f"docker compose -p {project} -f {shlex.quote(compose_path(cfg))}"
-    return script(
-        f"ids() {{ {compose} ps -q {services} 2>/dev/null | sort; }}",
-        "before=$(ids)",
-        f"{compose} up -d --wait --remove-orphans {services}".rstrip(),
-        'if [ "$before" = "$(ids)" ]; then echo "unchanged containers"; else echo "changed containers"; fi',
-    )
+def bootstrap_compose_path(cfg: StackConfig) -> str:
+    return f"{cfg.baseline.app_dir}/bootstrap-compose.yaml"
 
 
 def secret_files_plan(cfg: StackConfig, secrets: AppSecrets) -> list[Step]:
-    """The services' root-only secret files, each written from stdin."""
-    backend = backend_env(cfg.app, secrets.mongo_app_password, secrets.vapid_private_key)
+    """Root-only secret files outside releases: MongoDB's bootstrap env, the tools' config."""
     files = {
         "mongo-env": (MONGO_ENV, mongo_env(secrets.mongo_root_password)),
-        "backend-env": (BACKEND_ENV, backend),
         "mongo-tools-config": (MONGO_TOOLS_CONFIG, mongo_tools_config(secrets.mongo_root_password)),
     }
     return [
@@ -232,37 +282,45 @@ def secret_files_plan(cfg: StackConfig, secrets: AppSecrets) -> list[Step]:
     ]
 
 
-def compose_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
-    """The compose file (checked by `docker compose config`), then MongoDB alone on a cloud guest."""
-    steps = [
+def mongo_bootstrap_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+    """On a fresh cloud guest, start MongoDB alone; once a release runs it, never touch it."""
+    path = bootstrap_compose_path(cfg)
+    project = shlex.quote(project_name(cfg, guest))
+    running = (
+        f"docker ps -q --filter label=com.docker.compose.project={project} "
+        "--filter label=com.docker.compose.service=mongo"
+    )
+    return [
         file_step(
-            "compose-file",
-            compose_path(cfg),
-            compose_file(cfg, guest),
+            "mongo-bootstrap-file",
+            path,
+            bootstrap_compose_file(cfg, guest),
             mode="0640",
-            group=cfg.baseline.app_user,
             validate='docker compose -f "$new" config -q',
+        ),
+        Step(
+            "mongo-bootstrap",
+            script(
+                f'if [ -n "$({running})" ]; then echo "unchanged mongo (running)"; exit 0; fi',
+                f"docker compose -p {project} -f {shlex.quote(path)} up -d --wait mongo",
+                'echo "changed mongo (bootstrapped)"',
+            ),
+        ),
+    ]
+
+
+def arm_check_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+    """On the device VM, prove arm/v7 emulation before the first release needs it."""
+    if guest.kind != "vm":
+        return []
+    image = shlex.quote(tagged_images(cfg.app)["deviceService"])
+    return [
+        Step(
+            "arm-check",
+            script(
+                f"arch=$(docker run --rm --platform linux/arm/v7 --entrypoint uname {image} -m)",
+                '[ "$arch" = armv7l ] || { echo "arm/v7 emulation is broken: uname -m says $arch" >&2; exit 1; }',
+                'echo "unchanged arm/v7 emulation ($arch)"',
+            ),
         )
     ]
-    if guest.kind == "lxc":
-        steps.append(Step("mongo-up", _compose_up(cfg, guest, "mongo")))
-    return steps
-
-
-def app_up_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
-    """Start (or update) the whole project; on the device VM, prove arm/v7 emulation first."""
-    steps: list[Step] = []
-    if guest.kind == "vm":
-        image = shlex.quote(tagged_images(cfg.app)["deviceService"])
-        steps.append(
-            Step(
-                "arm-check",
-                script(
-                    f"arch=$(docker run --rm --platform linux/arm/v7 --entrypoint uname {image} -m)",
-                    '[ "$arch" = armv7l ] || { echo "arm/v7 emulation is broken: uname -m says $arch" >&2; exit 1; }',
-                    'echo "unchanged arm/v7 emulation ($arch)"',
-                ),
-            )
-        )
-    steps.append(Step("app-up", _compose_up(cfg, guest)))
-    return steps

@@ -19,19 +19,21 @@ SYNTH_SECRETS = AppSecrets("<mongoRootPassword>", "<mongoAppPassword>", "<vapidP
 
 
 def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None) -> list[Step]:
-    """Before the services start: secret files, backup tooling, the compose file, MongoDB."""
-    steps: list[Step] = []
-    if guest.kind == "lxc":
-        assert secrets is not None, "a cloud guest needs its application secrets"
-        project = app.project_name(cfg, guest)
-        steps += app.secret_files_plan(cfg, secrets)
-        steps += backup.backup_plan(cfg, project, secrets.backup_webhook_url)
-    return steps + app.compose_plan(cfg, guest)
+    """Before the first release: secret files, backup tooling, MongoDB (cloud); arm/v7 (VM)."""
+    if guest.kind != "lxc":
+        return app.arm_check_plan(cfg, guest)
+    assert secrets is not None, "a cloud guest needs its application secrets"
+    project = app.project_name(cfg, guest)
+    return (
+        app.secret_files_plan(cfg, secrets)
+        + backup.backup_plan(cfg, project, secrets.backup_webhook_url)
+        + app.mongo_bootstrap_plan(cfg, guest)
+    )
 
 
 def app_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
     """The application steps as synth shows them (secret files listed, never rendered)."""
-    return app_files_plan(cfg, guest, SYNTH_SECRETS) + app.app_up_plan(cfg, guest)
+    return app_files_plan(cfg, guest, SYNTH_SECRETS)
 
 
 def host_files(cfg: StackConfig) -> dict[str, str]:
@@ -49,4 +51,6 @@ def host_files(cfg: StackConfig) -> dict[str, str]:
             files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script
             for path, content in step.files.items():
                 files[f"{guest.name}/files{path}"] = content
+        # The release the Release resource stages (tags here; pinned to digests on the guest).
+        files[f"{guest.name}/release/compose.yaml"] = app.compose_file(cfg, guest)
     return files

@@ -222,6 +222,17 @@ class BackupSettings:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    """How a release is rolled out (see deploy/engine.py)."""
+
+    verify_timeout_seconds: int = 300  # deadline for a release to be verified healthy
+    keep_releases: int = 5  # committed releases (and their images) kept for rollback
+    rollback_restores_backup: bool = False  # restore the pre-deploy backup when rolling back
+    lock_lease_seconds: int = 120  # a deploy lock not renewed for this long is stale
+    revision: str = ""  # any change redeploys, re-resolving tags (e.g. a moved `nightly`)
+
+
+@dataclass(frozen=True)
 class VzdumpSettings:
     schedule: str
     storage: str
@@ -240,6 +251,7 @@ class AppSettings:
     healthcheck: HealthcheckSettings
     backups: BackupSettings
     vzdump: VzdumpSettings
+    deploy: DeploySettings = DeploySettings()
 
 
 APP_IMAGES = ("mongo", "backend", "frontend", "deviceService", "smokerUi")
@@ -1365,7 +1377,12 @@ def _calendar(raw: Any) -> str:
 
 def _image_repo(raw: Any) -> str:
     value = _str(raw)
-    if not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_.-]+)?", value):
+    # [registry[:port]/]name[:tag][@sha256:digest]
+    if not re.fullmatch(
+        r"([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_.-]+)?"
+        r"(@sha256:[0-9a-f]{64})?",
+        value,
+    ):
         raise ValueError("is not an image repository like benjr70/smart-smoker-backend")
     return value
 
@@ -1425,10 +1442,34 @@ def _read_app(root: _Node) -> AppSettings | None:
         if vzdump.compress not in ("zstd", "gzip", "lzo", "0"):
             reader.problem(vz_node.key("compress"), vzdump.compress, "is not supported", "use zstd")
         vz_node.finish()
+    deploy = _read_deploy(node.node("deploy", required=False))
     node.finish()
     if tag is None or len(images) != len(APP_IMAGES):
         return None
-    return AppSettings(tag, images, vapid, health, backups, vzdump)
+    return AppSettings(tag, images, vapid, health, backups, vzdump, deploy)
+
+
+def _read_deploy(node: _Node | None) -> DeploySettings:
+    if node is None:
+        return DeploySettings()
+    d = DeploySettings()
+    settings = DeploySettings(
+        node.value("verifyTimeoutSeconds", _int, default=d.verify_timeout_seconds),
+        node.value("keepReleases", _int, default=d.keep_releases),
+        node.value("rollbackRestoresBackup", _bool, default=d.rollback_restores_backup),
+        node.value("lockLeaseSeconds", _int, default=d.lock_lease_seconds),
+        str(node.value("revision", _str, default=d.revision)),
+    )
+    ranges = {
+        "verifyTimeoutSeconds": (settings.verify_timeout_seconds, 10, 3600, "use e.g. 300"),
+        "keepReleases": (settings.keep_releases, 2, 50, "keep at least 2 so a rollback exists"),
+        "lockLeaseSeconds": (settings.lock_lease_seconds, 2, 3600, "use e.g. 120"),
+    }
+    for name, (value, low, high, fix) in ranges.items():
+        if value is not None and not low <= value <= high:
+            node.reader.problem(node.key(name), value, f"must be {low}..{high}", fix)
+    node.finish()
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------

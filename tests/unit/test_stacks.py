@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from deploy.release import service_images
 from tools.synth import SECRET_MARKER, Synthesis, synthesize, tree
 
 LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
@@ -262,7 +263,7 @@ def test_vm_steps_run_through_sudo_as_the_cloud_init_user(dev: Synthesis) -> Non
     assert not dev.one(COMMAND, "dev-cloud-sshd-config").inputs["create"].startswith("sudo")
 
 
-MONGO_USERS = "pulumi-python:dynamic:Resource"
+MONGO_USERS = RELEASE = "pulumi-python:dynamic:Resource"
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -271,7 +272,7 @@ def test_app_secrets_reach_the_guest_only_as_secret_stdin(
 ) -> None:
     synthesis = {"dev": dev, "prod": prod}[stack]
     guest = "dev-cloud" if stack == "dev" else "prod-cloud"
-    for name in ("mongo-env", "backend-env", "mongo-tools-config"):
+    for name in ("mongo-env", "mongo-tools-config"):
         step = synthesis.one(COMMAND, f"{guest}-{name}")
         assert step.inputs["stdin"] == SECRET_MARKER and step.inputs["logging"] == "none"
         assert "chmod 0600" in step.inputs["create"]
@@ -279,14 +280,50 @@ def test_app_secrets_reach_the_guest_only_as_secret_stdin(
     for key in ("adminPassword", "users", "privateKey"):
         assert users.inputs[key] == SECRET_MARKER
     assert users.inputs["adminUser"] == "admin" and users.inputs["mongoPort"] == 27017
+    release = synthesis.one(RELEASE, f"{guest}-release")
+    for key in ("envFiles", "privateKey"):  # the backend's DB_URL and VAPID key live in envFiles
+        assert release.inputs[key] == SECRET_MARKER
+    assert "synth-placeholder" not in json.dumps(release.inputs)
 
 
-def test_users_converge_between_mongo_and_the_backend(dev: Synthesis) -> None:
+def test_users_converge_between_mongo_and_the_first_release(dev: Synthesis) -> None:
     users = dev.one(MONGO_USERS, "dev-cloud-mongo-users")
-    assert any(urn.endswith("::dev-cloud-mongo-up") for urn in users.depends_on)
-    app_up = dev.one(COMMAND, "dev-cloud-app-up")
-    assert users.urn in app_up.depends_on
-    assert "up -d --wait --remove-orphans" in app_up.inputs["create"]
+    assert any(urn.endswith("::dev-cloud-mongo-bootstrap") for urn in users.depends_on)
+    release = dev.one(RELEASE, "dev-cloud-release")
+    assert users.urn in release.depends_on
+
+
+@pytest.mark.parametrize(
+    ("guest", "images", "checks"),
+    [
+        (
+            "dev-cloud",
+            [
+                "mongo:7.0",
+                "benjr70/smart-smoker-backend:nightly",
+                "benjr70/smart-smoker-frontend:nightly",
+            ],
+            [
+                "http://127.0.0.1:3001/api/health",
+                "http://127.0.0.1:3001/api/ready",
+                "http://127.0.0.1:80/",
+            ],
+        ),
+        (
+            "virtual-smoker-device",
+            ["benjr70/smart-smoker-device-service:nightly", "benjr70/smart-smoker-smoker:nightly"],
+            ["http://127.0.0.1:3003/api/health", "http://127.0.0.1:8080/"],
+        ),
+    ],
+)
+def test_each_guest_has_a_release_with_tag_images_and_its_checks(
+    dev: Synthesis, guest: str, images: list[str], checks: list[str]
+) -> None:
+    release = dev.one(RELEASE, f"{guest}-release").inputs
+    assert list(service_images(release["compose"]).values()) == images
+    assert [c["url"] for c in release["checks"]["http"]] == checks
+    assert release["backup"] is (guest == "dev-cloud")
+    assert release["stack"] == "dev" and release["appDir"] == "/opt/smart-smoker-dev"
 
 
 def test_vzdump_job_covers_the_stack_guests(dev: Synthesis, prod: Synthesis) -> None:

@@ -1,12 +1,12 @@
 set -eu
-target=/opt/smart-smoker-dev/compose.yaml
+target=/opt/smart-smoker-dev/bootstrap-compose.yaml
 [ -d "$(dirname "$target")" ] || install -d -m 0755 "$(dirname "$target")"
 new=$(mktemp "$(dirname "$target")/.smoker-new.XXXXXX")
 trap 'rm -f "$new"' EXIT
 cat > "$new"
-chown root:smoker "$new"
+chown root:root "$new"
 chmod 0640 "$new"
-if [ -f "$target" ] && cmp -s "$new" "$target" && [ "$(stat -c %a:%U:%G "$target")" = 640:root:smoker ]; then
+if [ -f "$target" ] && cmp -s "$new" "$target" && [ "$(stat -c %a:%U:%G "$target")" = 640:root:root ]; then
   echo "unchanged $target"
 else
   if ! { docker compose -f "$new" config -q; }; then

@@ -1,0 +1,121 @@
+"""What a release is: its compose file, env files, checks, and where it lives on the host.
+
+A release is a directory `<app_dir>/releases/<release-id>/` holding `compose.yaml` (every image
+pinned by digest), the env files the services read (root-only), and `manifest.json` (the digests,
+the checks that verify it, the pre-deploy backup). `<app_dir>/current` points at the live one.
+The id is `<UTC time>-<content hash>`: sortable by age, and equal content has an equal hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+BACKUP_TOOL = "/usr/local/sbin/smart-smoker-backup"
+COMMITTED_MARK = ".committed"  # written when a release went live verified
+STAGING_PREFIX = ".staging-"
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    url: str
+    status: int = 200
+    json: Mapping[str, Any] = field(default_factory=dict)  # fields the JSON body must have
+
+
+@dataclass(frozen=True)
+class Checks:
+    """How a release is verified on the host (besides every container being healthy)."""
+
+    http: tuple[HttpCheck, ...] = ()
+    mongo_user_env: str | None = None  # env file whose DB_URL must authenticate
+    mongo_port: int = 27017
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Checks:
+        return cls(
+            tuple(
+                HttpCheck(c["url"], int(c.get("status", 200)), dict(c.get("json") or {}))
+                for c in raw.get("http") or ()
+            ),
+            raw.get("mongoUserEnv"),
+            int(raw.get("mongoPort", 27017)),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "http": [{"url": c.url, "status": c.status, "json": dict(c.json)} for c in self.http]
+        }
+        if self.mongo_user_env:
+            out["mongoUserEnv"] = self.mongo_user_env
+            out["mongoPort"] = self.mongo_port
+        return out
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """The desired release: compose with tag (or digest) references, env files, checks."""
+
+    compose: str
+    env_files: Mapping[str, str] = field(default_factory=dict, repr=False)  # secret
+    checks: Checks = Checks()
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a guest's Compose project lives."""
+
+    project: str
+    app_dir: str
+
+    @property
+    def releases(self) -> str:
+        return f"{self.app_dir}/releases"
+
+    @property
+    def current(self) -> str:
+        return f"{self.app_dir}/current"
+
+    def release_dir(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+    def compose(self, release_id: str) -> str:
+        """`docker compose` for one release of the project (shell-quoted)."""
+        path = f"{self.release_dir(release_id)}/compose.yaml"
+        return f"docker compose -p {shlex.quote(self.project)} -f {shlex.quote(path)}"
+
+
+def service_images(compose: str) -> dict[str, str]:
+    """service -> image reference, from a compose file."""
+    services = (yaml.safe_load(compose) or {}).get("services") or {}
+    return {name: str(svc["image"]) for name, svc in services.items()}
+
+
+def repository(ref: str) -> str:
+    """`host:5000/a/b:tag@sha256:..` -> `host:5000/a/b`."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name.rsplit(":", 1)[0] if ":" in last else name
+
+
+def pin(compose: str, pinned: Mapping[str, str]) -> str:
+    """The compose file with every image reference replaced by its digest reference."""
+    project = yaml.safe_load(compose)
+    for svc in project["services"].values():
+        svc["image"] = pinned[svc["image"]]
+    return yaml.safe_dump(project, sort_keys=False, width=1000)
+
+
+def content_hash(compose: str, env_files: Mapping[str, str], checks: Checks) -> str:
+    """Identity of a release's content (pinned compose, env, checks); short, not reversible."""
+    h = hashlib.sha256(compose.encode())
+    for name in sorted(env_files):
+        h.update(b"\0" + name.encode() + b"\0" + env_files[name].encode())
+    h.update(json.dumps(checks.as_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:12]
