@@ -283,11 +283,11 @@ class Engine:
         try:
             self._timed(record, "up", lambda: self._up(release_id))
             self._timed(record, "verify", lambda: self._verify(release_id))
+            self._timed(record, "commit", lambda: self._commit(release_id))
         except _StepError as failure:
             record.update(step=failure.step, error=str(failure))
             self._timed(record, "rollback", lambda: self._restore(previous, backup, record))
             raise
-        self._timed(record, "commit", lambda: self._commit(release_id))
         record["outcome"] = "deployed"
         self._timed(record, "prune", self._prune)
 
@@ -382,6 +382,7 @@ class Engine:
                 f"umask 077 && cat > {q(staging + '/' + name)}", stdin=content.encode()
             )
             if not wrote.ok:
+                self._run(f"rm -rf {q(staging)}")
                 raise _StepError("stage", f"could not write {name}: {_tail(wrote.stderr)}")
         return staging
 

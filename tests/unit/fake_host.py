@@ -1,0 +1,323 @@
+"""A fake guest for the deploy engine's unit tests: a Transport that understands the engine's
+commands, keeps the host's state (files, `current`, containers, images, lock, ledger) in memory,
+and fails on demand at any step.
+
+Every command is classified into a step name (`lock`, `backup`, `pull`, `up`, ...); `steps`
+is the order in which they ran, and `fail(step)` makes the next such command exit 1 (or drop
+the connection with `drop=True`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from deploy.ledger import LEDGER_PATH
+from deploy.lock import LOCK_DIR
+from deploy.release import BACKUP_TOOL
+from deploy.transport import CommandResult, TransportError
+
+APP_DIR = "/opt/smart-smoker-dev"
+PROJECT = "smart-smoker-dev"
+BACKUP_DIR = f"{APP_DIR}/backups"
+
+# (step name, pattern) in the order they are tried
+PATTERNS: list[tuple[str, str]] = [
+    ("lock", r"^mkdir -p \$\(dirname .*\) && mkdir -m 0700 "),
+    ("lock-status", r"^cat \S+/owner\.json 2>/dev/null$"),
+    ("renew", r"^cat > \S+/owner\.json\.new"),
+    ("unlock", rf"^rm -rf {re.escape(LOCK_DIR)}$"),
+    ("live", r"^readlink "),
+    ("clean", r"for d in \.staging-\*"),
+    ("releases", r"for d in \*/"),
+    ("mongo-ps", r"^docker ps -q --filter"),
+    ("backup", rf"^{re.escape(BACKUP_TOOL)} dump "),
+    ("backup-check", r"^a=.*gzip -t"),
+    ("restore", rf"^{re.escape(BACKUP_TOOL)} restore "),
+    ("backup-prune", rf"^{re.escape(BACKUP_TOOL)} prune"),
+    ("stage", r"^install -d -m 0700 "),
+    ("write", r"^umask 077 && cat > "),
+    ("pull", r"^docker (pull|image inspect) "),
+    ("manifest", r"^cat \S+/manifest\.json$"),
+    ("seal", r"^docker compose -f \S+ config -q && mv -T "),
+    ("up", r"^docker compose -p \S+ -f \S+ up -d"),
+    ("ps", r"^docker compose -p \S+ -f \S+ ps -a"),
+    ("http", r"^curl "),
+    ("db-url", r"^sed -n 's/\^DB_URL=//p' "),
+    ("commit", r"&& ln -sfn "),
+    ("image-rm", r"^docker image rm "),
+    ("rm", r"^rm -rf "),
+    ("ledger", r"^umask 077 && mkdir -p .* && cat >> "),
+    ("ledger-read", r"^cat \S+ 2>/dev/null \|\| true$"),
+]
+
+
+@dataclass
+class Failure:
+    skip: int
+    how: str  # "exit" | "drop"
+    when: Callable[[str], bool] | None = None
+
+    def fires(self, command: str) -> str | None:
+        if self.when is not None:
+            return self.how if self.when(command) else None
+        if self.skip:
+            self.skip -= 1
+            return None
+        return self.how
+
+
+@dataclass
+class Container:
+    image: str
+    env: str
+    generation: int  # bumped on every (re)creation
+
+
+@dataclass
+class FakeHost:
+    registry: dict[str, str] = field(default_factory=dict)  # tag ref -> digest ref
+    broken: set[str] = field(default_factory=set)  # digest refs whose containers go unhealthy
+    http_broken: set[str] = field(default_factory=set)  # healthy, but their endpoint fails
+    files: dict[str, str] = field(default_factory=dict)
+    current: str | None = None
+    containers: dict[str, Container] = field(default_factory=dict)
+    images: set[str] = field(default_factory=set)
+    mongo_running: bool = True
+    steps: list[str] = field(default_factory=list)
+    failures: dict[str, Failure] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+    stdins: list[bytes] = field(default_factory=list)
+    generation: int = 0
+    backups: int = 0
+    dropped: bool = False  # the connection is gone: every command fails until `reconnect`
+
+    def reconnect(self) -> None:
+        self.dropped = False
+
+    # -- test controls ----------------------------------------------------------------------
+
+    def fail(
+        self,
+        step: str,
+        drop: bool = False,
+        skip: int = 0,
+        when: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Fail the next `step` command (after `skip` that succeed) with exit 1, or drop the
+        connection; with `when`, fail every `step` command it matches instead."""
+        self.failures[step] = Failure(skip, "drop" if drop else "exit", when)
+
+    def ledger(self) -> list[dict[str, Any]]:
+        text = self.files.get(LEDGER_PATH, "")
+        return [json.loads(line) for line in text.splitlines()]
+
+    def release_dirs(self) -> list[str]:
+        prefix = f"{APP_DIR}/releases/"
+        return sorted({p[len(prefix) :].split("/")[0] for p in self.files if p.startswith(prefix)})
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """What a failed-before-any-change deploy must leave exactly as it was."""
+        return (
+            self.current,
+            {k: (c.image, c.generation) for k, c in self.containers.items()},
+            self.release_dirs(),
+        )
+
+    # -- Transport ----------------------------------------------------------------------------
+
+    def forward(self, port: int) -> contextlib.AbstractContextManager[int]:
+        return contextlib.nullcontext(port)
+
+    def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult:
+        if self.dropped:
+            raise TransportError("SSH command failed: the connection is closed")
+        step = next((name for name, rx in PATTERNS if re.search(rx, command, re.S)), None)
+        assert step is not None, f"the fake host does not know: {command}"
+        self.steps.append(step)
+        self.commands.append(command)
+        self.stdins.append(stdin)
+        how = self.failures[step].fires(command) if step in self.failures else None
+        if how and self.failures[step].when is None:
+            del self.failures[step]
+        if how == "drop":
+            self.dropped = True
+            raise TransportError("SSH command failed: connection reset by peer")
+        if how == "exit":
+            return CommandResult(1, "", f"injected failure at {step}")
+        return getattr(self, "_" + step.replace("-", "_"))(command, stdin)
+
+    # -- the commands -------------------------------------------------------------------------
+
+    @staticmethod
+    def _ok(out: str = "") -> CommandResult:
+        return CommandResult(0, out, "")
+
+    def _lock(self, command: str, stdin: bytes) -> CommandResult:
+        owner = f"{LOCK_DIR}/owner.json"
+        if owner in self.files:
+            return CommandResult(1, "", "exists")
+        self.files[owner] = stdin.decode()
+        return self._ok()
+
+    def _lock_status(self, command: str, stdin: bytes) -> CommandResult:
+        text = self.files.get(f"{LOCK_DIR}/owner.json")
+        return self._ok(text) if text else CommandResult(1, "", "")
+
+    def _renew(self, command: str, stdin: bytes) -> CommandResult:
+        self.files[f"{LOCK_DIR}/owner.json"] = stdin.decode()
+        return self._ok()
+
+    def _unlock(self, command: str, stdin: bytes) -> CommandResult:
+        self.files.pop(f"{LOCK_DIR}/owner.json", None)
+        return self._ok()
+
+    def _live(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok(f"releases/{self.current}\n" if self.current else "")
+
+    def _clean(self, command: str, stdin: bytes) -> CommandResult:
+        staged = [d for d in self.release_dirs() if d.startswith(".staging-")]
+        self._remove(*(f"{APP_DIR}/releases/{d}" for d in staged))
+        return self._ok("".join(f"{d}\n" for d in staged))
+
+    def _releases(self, command: str, stdin: bytes) -> CommandResult:
+        rows = []
+        for d in self.release_dirs():
+            base = f"{APP_DIR}/releases/{d}"
+            if f"{base}/manifest.json" in self.files:
+                rows.append(f"{d} {1 if f'{base}/.committed' in self.files else 0}\n")
+        return self._ok("".join(rows))
+
+    def _mongo_ps(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok("abc123\n" if self.mongo_running else "")
+
+    def _backup(self, command: str, stdin: bytes) -> CommandResult:
+        self.backups += 1
+        name = f"{BACKUP_DIR}/smartsmoker-predeploy-2026112{self.backups}T000000Z.archive.gz"
+        sha = f"{self.backups:064x}"
+        self.files[name] = "archive"
+        self.files[name.replace(".archive.gz", ".json")] = json.dumps({"sha256": sha})
+        return self._ok(name + "\n")
+
+    def _backup_check(self, command: str, stdin: bytes) -> CommandResult:
+        archive = shlex.split(command.split(";", 1)[0].removeprefix("a="))[0]
+        manifest = self.files[archive.replace(".archive.gz", ".json")]
+        return self._ok(json.loads(manifest)["sha256"] + "\n" + manifest)
+
+    def _restore(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok("restored\n")
+
+    def _backup_prune(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok()
+
+    def _stage(self, command: str, stdin: bytes) -> CommandResult:
+        staging = shlex.split(command)[-1]
+        self.files[f"{staging}/.dir"] = ""
+        return self._ok()
+
+    def _write(self, command: str, stdin: bytes) -> CommandResult:
+        self.files[shlex.split(command)[-1]] = stdin.decode()
+        return self._ok()
+
+    def _pull(self, command: str, stdin: bytes) -> CommandResult:
+        ref = shlex.split(command.split(">", 1)[0])[-1]
+        if "@sha256:" in ref:
+            if ref not in self.images and ref not in self.registry.values():
+                return CommandResult(1, "", f"manifest for {ref} not found")
+            self.images.add(ref)
+            return self._ok()
+        if ref not in self.registry:
+            return CommandResult(1, "", f"manifest for {ref} not found: manifest unknown")
+        self.images.add(self.registry[ref])
+        return self._ok(json.dumps([self.registry[ref]]) + "\n")
+
+    def _manifest(self, command: str, stdin: bytes) -> CommandResult:
+        path = shlex.split(command)[1]
+        return self._ok(self.files[path]) if path in self.files else CommandResult(1, "", "")
+
+    def _seal(self, command: str, stdin: bytes) -> CommandResult:
+        words = shlex.split(command)
+        staging, target = words[-2], words[-1]
+        for path in [p for p in self.files if p.startswith(staging + "/")]:
+            self.files[target + path[len(staging) :]] = self.files.pop(path)
+        return self._ok()
+
+    def _release_of(self, command: str) -> str:
+        path = shlex.split(command)[5]
+        return path.rsplit("/", 2)[-2]
+
+    def _up(self, command: str, stdin: bytes) -> CommandResult:
+        base = f"{APP_DIR}/releases/{self._release_of(command)}"
+        if f"{base}/compose.yaml" not in self.files:
+            return CommandResult(1, "", "no such compose file")
+        project = yaml.safe_load(self.files[f"{base}/compose.yaml"])
+        for name, svc in project["services"].items():
+            env = "".join(self.files.get(f"{base}/{f}", "") for f in svc.get("env_file", []))
+            old = self.containers.get(name)
+            if old is None or (old.image, old.env) != (svc["image"], env):
+                self.generation += 1
+                self.containers[name] = Container(svc["image"], env, self.generation)
+        for name in set(self.containers) - set(project["services"]):
+            del self.containers[name]
+        return self._ok()
+
+    def _ps(self, command: str, stdin: bytes) -> CommandResult:
+        rows = [
+            {
+                "Service": name,
+                "Image": c.image,
+                "State": "running",
+                "Health": "unhealthy" if c.image in self.broken else "healthy",
+            }
+            for name, c in self.containers.items()
+        ]
+        return self._ok("\n".join(json.dumps(r) for r in rows))
+
+    def _http(self, command: str, stdin: bytes) -> CommandResult:
+        backend = self.containers.get("backend")
+        if backend is None:
+            return self._ok("\n000")
+        if backend.image in self.broken | self.http_broken:
+            return self._ok('{"status":"error"}\n503')
+        return self._ok('{"status":"ok"}\n200')
+
+    def _db_url(self, command: str, stdin: bytes) -> CommandResult:
+        text = self.files.get(shlex.split(command)[-1], "")
+        return self._ok(
+            "".join(line[7:] + "\n" for line in text.splitlines() if line.startswith("DB_URL="))
+        )
+
+    def _commit(self, command: str, stdin: bytes) -> CommandResult:
+        release = re.search(r"ln -sfn releases/(\S+) ", command)
+        assert release is not None
+        self.files[f"{APP_DIR}/releases/{release[1]}/.committed"] = ""
+        self.current = release[1]
+        return self._ok()
+
+    def _image_rm(self, command: str, stdin: bytes) -> CommandResult:
+        for ref in shlex.split(command.split(">", 1)[0])[3:]:
+            self.images.discard(ref)
+        return self._ok()
+
+    def _rm(self, command: str, stdin: bytes) -> CommandResult:
+        self._remove(*shlex.split(command)[2:])
+        return self._ok()
+
+    def _ledger(self, command: str, stdin: bytes) -> CommandResult:
+        self.files[LEDGER_PATH] = self.files.get(LEDGER_PATH, "") + stdin.decode()
+        return self._ok()
+
+    def _ledger_read(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok(self.files.get(LEDGER_PATH, ""))
+
+    def _remove(self, *paths: str) -> None:
+        for path in paths:
+            for key in [k for k in self.files if k == path or k.startswith(path + "/")]:
+                del self.files[key]
