@@ -67,28 +67,17 @@ class AppStack(pulumi.ComponentResource):
         after: pulumi.Resource,
     ) -> Release:
         """The safe deploy of the project: backup, stage, pull by digest, up, verify, commit."""
-        deploy = cfg.app.deploy
+        inputs = app.release_inputs(cfg, spec, secrets)
         return Release(
             f"{spec.name}-release",
             {
+                **inputs,
                 "host": spec.ssh_host,
                 "sshUser": spec.ssh_user,
                 "sshPort": 22,
                 "hostKey": host_key,
                 "privateKey": pulumi.Output.secret(cfg.secrets.guest_ssh_private_key.reveal()),
-                "stack": cfg.stack,
-                "guest": spec.name,
-                "project": app.project_name(cfg, spec),
-                "appDir": cfg.baseline.app_dir,
-                "compose": app.compose_file(cfg, spec),
-                "envFiles": pulumi.Output.secret(app.release_env_files(cfg, spec, secrets)),
-                "checks": app.release_checks(spec),
-                "backup": spec.kind == "lxc",
-                "restoreOnRollback": deploy.rollback_restores_backup,
-                "keepReleases": deploy.keep_releases,
-                "verifyTimeoutSeconds": deploy.verify_timeout_seconds,
-                "lockLeaseSeconds": deploy.lock_lease_seconds,
-                "revision": deploy.revision,
+                "envFiles": pulumi.Output.secret(inputs["envFiles"]),
             },
             pulumi.ResourceOptions(parent=self, depends_on=[after]),
         )

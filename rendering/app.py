@@ -195,6 +195,28 @@ def release_env_files(
     }
 
 
+def release_inputs(
+    cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None
+) -> dict[str, object]:
+    """The Release resource's inputs, connection aside (`envFiles` is secret)."""
+    deploy = cfg.app.deploy
+    return {
+        "stack": cfg.stack,
+        "guest": guest.name,
+        "project": project_name(cfg, guest),
+        "appDir": cfg.baseline.app_dir,
+        "compose": compose_file(cfg, guest),
+        "envFiles": release_env_files(cfg, guest, secrets),
+        "checks": release_checks(guest),
+        "backup": guest.kind == "lxc",  # MongoDB lives on the cloud guests
+        "restoreOnRollback": deploy.rollback_restores_backup,
+        "keepReleases": deploy.keep_releases,
+        "verifyTimeoutSeconds": deploy.verify_timeout_seconds,
+        "lockLeaseSeconds": deploy.lock_lease_seconds,
+        "revision": deploy.revision,
+    }
+
+
 def release_checks(guest: GuestSpec) -> dict[str, object]:
     """What verifies a release on the guest: REFERENCE.md's health endpoints, the app user."""
     if guest.kind == "lxc":

@@ -11,9 +11,11 @@ registry in ``insecure-registries``).
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from tests.harness import Engine, Guest, HarnessError
 
@@ -95,3 +97,36 @@ def resolve_digest(guest: Guest, registry_address: str, repo: str, tag: str) -> 
     if status != "200" or not DIGEST_RE.fullmatch(digest):
         raise HarnessError(f"HEAD {url} answered {status} without a digest:\n{result.stdout}")
     return digest
+
+
+def _poll(probe: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while not probe():
+        if time.monotonic() > deadline:
+            raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def trust_registry(guest: Guest, address: str) -> None:
+    """Add ``address`` to the guest daemon's ``insecure-registries`` (keeping the rest of
+    /etc/docker/daemon.json) and restart docker until it reports the registry as insecure."""
+    raw = guest.run("cat /etc/docker/daemon.json 2>/dev/null || true").stdout
+    config = json.loads(raw) if raw.strip() else {}
+    registries = config.setdefault("insecure-registries", [])
+    if address not in registries:
+        registries.append(address)
+    guest.run(
+        "cat > /etc/docker/daemon.json.new && mv /etc/docker/daemon.json.new"
+        " /etc/docker/daemon.json && systemctl restart docker",
+        input=json.dumps(config, indent=2).encode() + b"\n",
+    )
+
+    def insecure() -> bool:
+        out = guest.run(
+            "docker info --format '{{json .RegistryConfig.IndexConfigs}}'", check=False
+        ).stdout
+        return out.startswith("{") and json.loads(out).get(address, {}).get("Secure") is False
+
+    _poll(insecure, 60, f"the guest's dockerd to treat {address} as insecure")

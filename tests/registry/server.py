@@ -240,6 +240,8 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: RegistryHTTPServer
+    _body_started = False
+    _body_done = False
 
     def handle(self) -> None:
         """Refuse TLS at once (Docker's HTTPS attempt), then serve HTTP."""

@@ -1,20 +1,29 @@
 """Deploying the application stack with STAND-IN images on a baselined test guest.
 
-Shared by the tier-3 tests and `make bench`: the stand-ins are tagged with the production image
-names so the real apply plan runs unchanged, and the MongoDB users are converged by the dynamic
-provider class, called directly as Pulumi would call it.
+Shared by the tier-3 tests and `make bench`: the stand-ins come from the registry stand-in (see
+`release_env`), the real apply plan runs unchanged, and the MongoDB users and the release are
+converged by the dynamic provider classes, called directly as Pulumi would call them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from components.mongo_users import MongoUsersProvider
 from rendering import app
 from rendering.files import app_files_plan
-from tests.harness import Engine
-from tests.standins import build_standins
+from stacks.config import StackConfig
 from tests.tier3.baseline_env import Baselined, apply_plan
+from tests.tier3.release_env import (
+    N,
+    Releases,
+    deploy,
+    host_key,
+    prepare_guest,
+    release_config,
+    release_props,
+)
 
 SECRETS = app.AppSecrets(
     mongo_root_password="root-Pa55/word+with:specials",
@@ -23,17 +32,19 @@ SECRETS = app.AppSecrets(
 )
 
 
+@dataclass
+class Deployed:
+    cfg: StackConfig  # the stack config the release was deployed from
+    users: dict[str, Any]  # MongoUsers state
+    release: dict[str, Any]  # Release state
+
+
 def user_props(env: Baselined, secrets: app.AppSecrets) -> dict[str, Any]:
-    host_key = next(
-        " ".join(line.split()[1:3])
-        for line in env.guest.known_hosts_path.read_text().splitlines()
-        if " ssh-ed25519 " in line
-    )
     return {
         "host": env.guest.host,
         "sshUser": "root",
         "sshPort": 22,
-        "hostKey": host_key,
+        "hostKey": host_key(env.guest),
         "privateKey": env.guest.private_key(),
         "mongoPort": app.MONGO_PORT,
         "adminUser": app.MONGO_ADMIN_USER,
@@ -48,14 +59,11 @@ def user_props(env: Baselined, secrets: app.AppSecrets) -> dict[str, Any]:
     }
 
 
-def deploy_app(env: Baselined, engine: Engine, version: str = "1.0.0") -> dict[str, Any]:
-    """Load and tag the stand-ins, apply the app plan around the users; returns the users' state."""
-    guest, cfg, spec = env.guest, env.cfg, env.spec
-    standins = build_standins(engine, versions=(version,))
-    for service, ref in standins.app_images(version).items():
-        guest.load_image(ref)
-        guest.run(f"docker tag {ref} {app.tagged_images(cfg.app)[service]}")
-    apply_plan(guest, app_files_plan(cfg, spec, SECRETS))
-    outs = MongoUsersProvider().create(user_props(env, SECRETS)).outs
-    apply_plan(guest, app.app_up_plan(cfg, spec))
-    return dict(outs or {})
+def deploy_app(env: Baselined, releases: Releases, version: str = N) -> Deployed:
+    """Files and MongoDB first, then the users, then the first release (AppStack's order)."""
+    prepare_guest(env, releases)
+    cfg = release_config(env.cfg, releases, version)
+    apply_plan(env.guest, app_files_plan(cfg, env.spec, SECRETS))
+    users = dict(MongoUsersProvider().create(user_props(env, SECRETS)).outs or {})
+    release = deploy(release_props(env, cfg, SECRETS))
+    return Deployed(cfg, users, release)

@@ -24,7 +24,10 @@ from types import FrameType
 import pytest
 
 from tests.harness import Engine, Guest, ImageSet, build_images, start_guest
+from tests.harness.engine import BRIDGE_IP
+from tests.registry import Registry
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
+from tests.tier3.release_env import Releases, publish_releases
 
 TIER3_DIR = Path(__file__).resolve().parent
 
@@ -107,6 +110,16 @@ def guest_factory(engine: Engine, images: ImageSet) -> Iterator[Callable[..., Gu
 def guest(guest_factory: Callable[..., Guest]) -> Guest:
     """The shared session guest (root over SSH with a per-run test key)."""
     return guest_factory(hostname="smoker-guest")
+
+
+@pytest.fixture(scope="session")
+def releases(
+    engine: Engine, images: ImageSet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Releases]:
+    """STAND-IN releases N, N+1, N+2 (broken) in a STAND-IN registry on the harness bridge."""
+    root = tmp_path_factory.mktemp("registry")
+    with Registry(root, BRIDGE_IP.split("/")[0], loopback=True) as registry:
+        yield publish_releases(engine, registry)
 
 
 @pytest.fixture(scope="session")

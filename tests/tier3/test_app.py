@@ -1,8 +1,9 @@
 """Tier 3: the application stack on the baselined test guest, with STAND-IN service images.
 
-The compose project comes up from the rendered files, the MongoDB users are converged by the
-dynamic provider class (called as Pulumi would), secrets stay in root-only files, backups are
-made, validated, pruned and restored for real, and a failing backup fires the failure unit.
+The compose project comes up as a release deployed by the Release provider, the MongoDB users
+are converged by their dynamic provider (both called as Pulumi would), secrets stay in root-only
+files, backups are made, validated, pruned and restored for real, and a failing backup fires the
+failure unit.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from deploy.mongo_users import connect, over_ssh
 from deploy.transport import SshTarget
 from rendering import app
 from rendering.backup import FAILURES_LOG, STATUS_DIR, backup_dir
-from rendering.files import app_files_plan
-from tests.harness import Engine
+from stacks.config import StackConfig
 from tests.tier3.app_env import SECRETS, deploy_app, user_props
-from tests.tier3.baseline_env import Baselined, apply_plan
+from tests.tier3.baseline_env import Baselined
+from tests.tier3.release_env import Releases, deploy, release_props
 
 TOOL = "/usr/local/sbin/smart-smoker-backup"
 
@@ -32,7 +33,9 @@ TOOL = "/usr/local/sbin/smart-smoker-backup"
 @dataclass
 class AppGuest:
     env: Baselined
-    props: dict[str, Any]
+    cfg: StackConfig
+    props: dict[str, Any]  # the MongoUsers state
+    release: dict[str, Any]  # the Release state
 
     def run(self, cmd: str, **kwargs: Any) -> Any:
         return self.env.guest.run(cmd, **kwargs)
@@ -54,9 +57,9 @@ class AppGuest:
 
 
 @pytest.fixture(scope="module")
-def deployed(baselined: Baselined, engine: Engine) -> Iterator[AppGuest]:
-    outs = deploy_app(baselined, engine)
-    yield AppGuest(baselined, outs)
+def deployed(baselined: Baselined, releases: Releases) -> Iterator[AppGuest]:
+    d = deploy_app(baselined, releases)
+    yield AppGuest(baselined, d.cfg, d.users, d.release)
 
 
 def test_project_is_healthy_and_serves_through_the_frontend(deployed: AppGuest) -> None:
@@ -109,15 +112,22 @@ def test_unchanged_inputs_need_no_update(deployed: AppGuest) -> None:
 
 
 def test_secret_files_are_root_only_and_secrets_appear_nowhere_else(deployed: AppGuest) -> None:
-    for path in (app.MONGO_ENV, app.BACKEND_ENV, app.MONGO_TOOLS_CONFIG):
+    current = app.release_dir(deployed.cfg, "current")
+    for path in (
+        app.MONGO_ENV,
+        app.MONGO_TOOLS_CONFIG,
+        f"{current}/{app.BACKEND_ENV_FILE}",
+        f"{current}/{app.MONGO_ENV_FILE}",
+    ):
         assert deployed.run(f"stat -c %a:%U:%G {path}").stdout.strip() == "600:root:root"
     secrets = [SECRETS.mongo_root_password, SECRETS.mongo_app_password, SECRETS.vapid_private_key]
     encoded = app.database_url(SECRETS.mongo_app_password).split("@")[0].split(":")[-1]
     processes = deployed.run("ps -eo args").stdout
     journal = deployed.run("journalctl --no-pager -o cat", timeout=60).stdout
     plain_files = deployed.run(
-        "cat /opt/smart-smoker-dev/compose.yaml /usr/local/sbin/smart-smoker-backup "
-        "/etc/systemd/system/smart-smoker-backup*"
+        f"cat {current}/compose.yaml {current}/manifest.json /opt/smart-smoker-dev/"
+        "bootstrap-compose.yaml /usr/local/sbin/smart-smoker-backup "
+        "/etc/systemd/system/smart-smoker-backup* /var/log/smart-smoker/deployments.jsonl"
     ).stdout
     for secret in [*secrets, encoded]:
         assert secret not in processes, "a secret is on a command line"
@@ -212,8 +222,10 @@ def test_password_rotation_converges_in_mongodb_and_the_backend(deployed: AppGue
     assert provider.diff("id", deployed.props, news).changes is True
     outs = provider.update("id", deployed.props, news).outs
     assert outs["result"]["smartsmoker"] == "updated password"
-    apply_plan(env.guest, app_files_plan(env.cfg, env.spec, rotated))
-    apply_plan(env.guest, app.app_up_plan(env.cfg, env.spec))
+    # the new DB_URL is a new release; its verification authenticates with the new password
+    release = deploy(release_props(env, deployed.cfg, rotated), deployed.release)
+    assert release["releaseId"] != deployed.release["releaseId"]
+    deployed.release = release
     assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
     with pytest.raises(Exception, match="refused the credentials"):
         deployed.as_user("smartsmoker", SECRETS.mongo_app_password, lambda c: None)

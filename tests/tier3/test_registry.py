@@ -24,7 +24,7 @@ import pytest
 from tests.harness import Engine, Guest, GuestCommandError
 from tests.harness.engine import BRIDGE_IP
 from tests.registry import Registry
-from tests.registry.push import publish, resolve_digest
+from tests.registry.push import publish, resolve_digest, trust_registry
 from tests.standins import build_standins
 
 pytestmark = pytest.mark.tier3
@@ -47,39 +47,6 @@ class Published:
     def ref(self, suffix: str) -> str:
         """``<registry>/smart-smoker-backend<suffix>`` (suffix ``:tag`` or ``@digest``)."""
         return f"{self.registry.address}/{REPO}{suffix}"
-
-
-def _poll(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
-
-
-def trust_registry(guest: Guest, address: str) -> None:
-    """Add ``address`` to the guest daemon's ``insecure-registries`` (keeping the rest of
-    /etc/docker/daemon.json) and restart docker until it reports the registry as insecure."""
-    raw = guest.run("cat /etc/docker/daemon.json 2>/dev/null || true").stdout
-    config = json.loads(raw) if raw.strip() else {}
-    registries = config.setdefault("insecure-registries", [])
-    if address not in registries:
-        registries.append(address)
-    guest.run(
-        "cat > /etc/docker/daemon.json.new && mv /etc/docker/daemon.json.new"
-        " /etc/docker/daemon.json && systemctl restart docker",
-        input=json.dumps(config, indent=2).encode() + b"\n",
-    )
-
-    def insecure() -> bool:
-        out = guest.run(
-            "docker info --format '{{json .RegistryConfig.IndexConfigs}}'", check=False
-        ).stdout
-        return out.startswith("{") and json.loads(out).get(address, {}).get("Secure") is False
-
-    _poll(insecure, 60, f"the guest's dockerd to treat {address} as insecure")
 
 
 def drop_local(guest: Guest) -> None:

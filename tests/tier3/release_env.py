@@ -1,0 +1,108 @@
+"""STAND-IN releases in the STAND-IN registry, and deploying them through the Release provider.
+
+Three releases of the application, as the safe-deploy tests need them: N (1.0.0, healthy),
+N+1 (1.1.0, healthy) and N+2 (1.2.0, whose backend never becomes healthy). Every image is
+pushed to the registry stand-in on the harness bridge, so guests pull them by tag and by digest
+exactly as production pulls from Docker Hub. Shared by the tier-3 tests and `make bench`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from components.release import ReleaseProvider
+from rendering import app
+from stacks.config import DeploySettings, HealthcheckSettings, StackConfig
+from tests.harness import Engine, Guest
+from tests.registry import Registry
+from tests.registry.push import publish, trust_registry
+from tests.standins import build_standins
+from tests.tier3.baseline_env import Baselined
+
+N, N1, N2 = "1.0.0", "1.1.0", "1.2.0"
+BROKEN = N2
+MONGO = "smart-smoker/mongo"
+BACKEND = "smart-smoker/backend"
+FRONTEND = "smart-smoker/frontend"
+
+
+@dataclass(frozen=True)
+class Releases:
+    registry: Registry
+
+    def ref(self, repo: str, tag: str = "") -> str:
+        return f"{self.registry.address}/{repo}" + (f":{tag}" if tag else "")
+
+    def digests(self, version: str) -> dict[str, str]:
+        """What a release of `version` must run: `repo@sha256:...` per service."""
+        return {
+            "mongo": f"{self.ref(MONGO)}@{self.registry.resolve(MONGO, '7.0')}",
+            "backend": f"{self.ref(BACKEND)}@{self.registry.resolve(BACKEND, version)}",
+            "frontend": f"{self.ref(FRONTEND)}@{self.registry.resolve(FRONTEND, version)}",
+        }
+
+
+def publish_releases(engine: Engine, registry: Registry) -> Releases:
+    standins = build_standins(engine, versions=(N, N1, N2), broken_versions=(BROKEN,))
+    images = {standins.mongo: f"{MONGO}:7.0"}
+    for version in (N, N1, N2):
+        refs = standins.app_images(version, broken=version == BROKEN)
+        images[refs["backend"]] = f"{BACKEND}:{version}"
+        images[refs["frontend"]] = f"{FRONTEND}:{version}"
+    publish(engine, None, registry, images)
+    return Releases(registry)
+
+
+def release_config(cfg: StackConfig, releases: Releases, version: str) -> StackConfig:
+    """The stack config deploying `version` from the registry stand-in, with quick health checks
+    (the REFERENCE values, 30 s intervals and a 60 s start period, make every wait minutes)."""
+    images = {
+        **cfg.app.images,
+        "mongo": releases.ref(MONGO, "7.0"),
+        "backend": releases.ref(BACKEND),
+        "frontend": releases.ref(FRONTEND),
+    }
+    health = HealthcheckSettings(
+        interval_seconds=1, timeout_seconds=5, retries=3, start_period_seconds=15
+    )
+    deploy = DeploySettings(verify_timeout_seconds=90, keep_releases=3, lock_lease_seconds=30)
+    return replace(
+        cfg, app=replace(cfg.app, tag=version, images=images, healthcheck=health, deploy=deploy)
+    )
+
+
+def host_key(guest: Guest) -> str:
+    return next(
+        " ".join(line.split()[1:3])
+        for line in guest.known_hosts_path.read_text().splitlines()
+        if " ssh-ed25519 " in line
+    )
+
+
+def release_props(
+    env: Baselined, cfg: StackConfig, secrets: app.AppSecrets, **overrides: Any
+) -> dict[str, Any]:
+    """The Release's inputs as AppStack gives them, for the test guest."""
+    return {
+        **app.release_inputs(cfg, env.spec, secrets),
+        "host": env.guest.host,
+        "sshUser": "root",
+        "sshPort": 22,
+        "hostKey": host_key(env.guest),
+        "privateKey": env.guest.private_key(),
+        **overrides,
+    }
+
+
+def prepare_guest(env: Baselined, releases: Releases) -> None:
+    trust_registry(env.guest, releases.registry.address)
+
+
+def deploy(props: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create or update the Release as Pulumi would; returns the new state."""
+    provider = ReleaseProvider()
+    if olds is None:
+        return dict(provider.create(props).outs or {})
+    assert provider.diff("release", olds, props).changes
+    return dict(provider.update("release", olds, props).outs or {})
