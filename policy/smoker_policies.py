@@ -87,6 +87,11 @@ class Violation:
 # --- the checks -------------------------------------------------------------------------------
 
 
+def _items(value: Any) -> list[Any]:
+    """A list input, or [] when it is absent, unknown or not a list."""
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
 def lxc_unprivileged(resources: Sequence[Resource]) -> Iterator[Finding]:
     for r in resources:
         if r.type == LXC and r.props.get("unprivileged") is not True:
@@ -124,10 +129,14 @@ def prod_guests_protected(resources: Sequence[Resource]) -> Iterator[Finding]:
 
 def cloud_nic_firewall(resources: Sequence[Resource]) -> Iterator[Finding]:
     for r in resources:
-        if r.type not in GUESTS or not (r.type == LXC or "cloud" in (r.props.get("tags") or [])):
+        if r.type not in GUESTS or not (r.type == LXC or "cloud" in _items(r.props.get("tags"))):
             continue
-        nics = r.props.get("networkInterfaces" if r.type == LXC else "networkDevices") or []
-        if not nics or any(nic.get("firewall") is not True for nic in nics):
+        nics = r.props.get("networkInterfaces" if r.type == LXC else "networkDevices")
+        if nics == UNKNOWN:
+            continue
+        if not _items(nics) or any(
+            not isinstance(nic, Mapping) or nic.get("firewall") is not True for nic in _items(nics)
+        ):
             yield (
                 r,
                 (
@@ -331,8 +340,10 @@ def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
             )
             continue
         guest = _guest_of(r, guests)
-        device = guest is not None and "device" in (guest.props.get("tags") or [])
+        device = guest is not None and "device" in _items(guest.props.get("tags"))
         for name, service in services.items():
+            if not isinstance(service, Mapping):
+                continue
             is_mongo = name == "mongo" or str(service.get("image", "")).startswith("mongo")
             if device and not is_mongo:
                 continue  # the device VM's UI is on the LAN by design (firewallAllow)
@@ -344,7 +355,7 @@ def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
                         "interface; fix: publish its ports as 127.0.0.1:<port>:<port> instead"
                     ),
                 )
-            for port in service.get("ports") or []:
+            for port in _items(service.get("ports")):
                 if not _published_on_loopback(port):
                     yield (
                         r,
@@ -368,7 +379,10 @@ def prod_backups(resources: Sequence[Resource]) -> Iterator[Finding]:
         covering = [
             j
             for j in jobs
-            if vmid in [str(v) for v in j.props.get("vmids") or []]
+            if (
+                j.props.get("vmids") == UNKNOWN
+                or vmid in [str(v) for v in _items(j.props.get("vmids"))]
+            )
             and j.props.get("schedule")
             and j.props.get("pruneBackups")
         ]
