@@ -1,0 +1,1 @@
+"""The smoker-infra CrossGuard policy pack (`pulumi preview --policy-pack policy`)."""

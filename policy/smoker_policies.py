@@ -1,0 +1,572 @@
+"""The smoker-infra policies as plain checks over simple data, plus their CrossGuard wrappers.
+
+Importing this module has no side effects: `policy/__main__.py` builds the `PolicyPack` (which
+starts a gRPC server and blocks); tests call `violations(...)` and the wrappers directly.
+
+A check takes every resource of a stack (`Resource`: type, name, URN, inputs, protect, provider)
+and yields `(resource, message)`; each message names the resource and the fix. Secret inputs are
+the marker `[secret]` (as `tools.synth` writes them); unknown preview values are `[unknown]`.
+
+CrossGuard's Python SDK hands policies secret values already decrypted, with nothing saying
+they were secret (pulumi/pulumi-policy#241). So inside the pack, `secret-inputs` checks what it
+still can: no password, token, private key or auth key appears in plain text outside its own
+input (a command line, an environment, a trigger). That the inputs *are* secret is checked on
+the synthesized stacks (`python -m policy.check`, and the unit tests), where markers are visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+GUESTS = (LXC, VM)
+COMMAND = "command:remote:Command"
+VZDUMP = "proxmoxve:backup/job:Job"
+# Packages whose resources must use the stack's explicit provider.
+PROVIDER_PACKAGES = ("proxmoxve", "command")
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+PROD_STACKS = frozenset({"prod"})
+# Input names (lower-cased, letters only) that hold a credential.
+SENSITIVE_SUFFIXES = (
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "privatekey",
+    "authkey",
+    "apikey",
+)
+LOOPBACK = ("127.0.0.1", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class Resource:
+    type: str
+    name: str
+    urn: str
+    props: Mapping[str, Any]
+    protect: bool = False
+    provider: str | None = None  # the provider's URN (a trailing "::<id>" is allowed)
+
+    @property
+    def stack(self) -> str:
+        return self.urn.split("::", 1)[0].removeprefix("urn:pulumi:")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.type})"
+
+
+Finding = tuple[Resource, str]
+Check = Callable[[Sequence[Resource]], Iterator[Finding]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    check: Check
+    per_resource: bool  # True: judges each resource alone; False: needs the whole stack
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    urn: str
+    message: str
+
+
+# --- the checks -------------------------------------------------------------------------------
+
+
+def _items(value: Any) -> list[Any]:
+    """A list input, or [] when it is absent, unknown or not a list."""
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def lxc_unprivileged(resources: Sequence[Resource]) -> Iterator[Finding]:
+    for r in resources:
+        if r.type == LXC and r.props.get("unprivileged") is not True:
+            yield (
+                r,
+                (
+                    f"LXC guest {r.label} is privileged (unprivileged="
+                    f"{r.props.get('unprivileged')!r}); fix: create it with unprivileged=True "
+                    "(components/cloud_guest.py) - a privileged container's root is the host's root"
+                ),
+            )
+
+
+def prod_guests_protected(resources: Sequence[Resource]) -> Iterator[Finding]:
+    for r in resources:
+        if r.type not in GUESTS or r.stack not in PROD_STACKS:
+            continue
+        if not r.protect:
+            yield (
+                r,
+                (
+                    f"prod guest {r.label} is not protected from deletion; fix: keep "
+                    f"guests.{r.name}.protect: true in Pulumi.{r.stack}.yaml (option protect)"
+                ),
+            )
+        if r.props.get("protection") is not True:
+            yield (
+                r,
+                (
+                    f"prod guest {r.label} has Proxmox protection off; fix: set protection=True "
+                    f"(guests.{r.name}.protect: true in Pulumi.{r.stack}.yaml)"
+                ),
+            )
+
+
+def cloud_nic_firewall(resources: Sequence[Resource]) -> Iterator[Finding]:
+    for r in resources:
+        if r.type not in GUESTS or not (r.type == LXC or "cloud" in _items(r.props.get("tags"))):
+            continue
+        nics = r.props.get("networkInterfaces" if r.type == LXC else "networkDevices")
+        if nics == UNKNOWN:
+            continue
+        if not _items(nics) or any(
+            not isinstance(nic, Mapping) or nic.get("firewall") is not True for nic in _items(nics)
+        ):
+            yield (
+                r,
+                (
+                    f"cloud guest {r.label} has a NIC without the Proxmox firewall; fix: set "
+                    f"guests.{r.name}.firewall: true in Pulumi.{r.stack}.yaml"
+                ),
+            )
+
+
+def _is_default_provider(provider: str | None) -> bool:
+    if not provider:
+        return True
+    parts = provider.split("::")
+    name = parts[3] if len(parts) > 3 else provider
+    return name == "default" or name.startswith("default_")
+
+
+def explicit_provider(resources: Sequence[Resource]) -> Iterator[Finding]:
+    for r in resources:
+        package = r.type.split(":", 1)[0]
+        if package in PROVIDER_PACKAGES and _is_default_provider(r.provider):
+            yield (
+                r,
+                (
+                    f"{r.label} uses a default {package} provider ({r.provider or 'none given'}); "
+                    "fix: pass opts=ResourceOptions(provider=<the stack's explicit provider>) "
+                    "and keep pulumi:disable-default-providers in Pulumi.yaml"
+                ),
+            )
+
+
+def _sensitive(key: str) -> bool:
+    return re.sub("[^a-z]", "", key.lower()).endswith(SENSITIVE_SUFFIXES)
+
+
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, value) for every leaf; a secret or unknown marker is a leaf."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _leaves(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+def _last_key(path: str) -> str:
+    return re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
+
+
+def secret_inputs(resources: Sequence[Resource], secrets_visible: bool = True) -> Iterator[Finding]:
+    """Credentials are secret inputs (when markers are visible) and never appear in plain text."""
+    plain: dict[str, Resource] = {}
+    for r in resources:
+        for path, value in _leaves(r.props):
+            if not _sensitive(_last_key(path)) or value in (None, "", SECRET, UNKNOWN):
+                continue
+            if isinstance(value, str) and len(value) >= 8:
+                plain.setdefault(value, r)
+            if secrets_visible:
+                yield (
+                    r,
+                    (
+                        f"{r.label} input {path} is not secret; fix: pass it as "
+                        "pulumi.Output.secret(...) from `pulumi config set --secret` config"
+                    ),
+                )
+        carries_secret = r.type == COMMAND and r.props.get("logging") == "none"
+        if (
+            secrets_visible
+            and carries_secret
+            and r.props.get("stdin") not in (None, SECRET, UNKNOWN)
+        ):
+            yield (
+                r,
+                (
+                    f"{r.label} carries a secret (logging none) but its stdin is plain; fix: "
+                    "wrap stdin in pulumi.Output.secret(...), list it in additional_secret_outputs"
+                ),
+            )
+    # Wherever a credential's plain value reaches (command line, environment, trigger...) it is
+    # logged or stored unencrypted; stdin is the one channel meant to carry it to a host.
+    for r in resources:
+        for path, value in _leaves(r.props):
+            if not isinstance(value, str) or _sensitive(_last_key(path)) or path == "stdin":
+                continue
+            for secret, owner in plain.items():
+                if secret in value:
+                    yield (
+                        r,
+                        (
+                            f"{r.label} input {path} contains the plain value of a credential of "
+                            f"{owner.label}; fix: send it on stdin as a secret, never in {path}"
+                        ),
+                    )
+
+
+_TARGET = re.compile(r"^target=(\S+)$", re.MULTILINE)
+
+
+def _writes(r: Resource) -> str | None:
+    """The host file a command writes from stdin (guest_common's `target=...` scripts)."""
+    match = _TARGET.search(str(r.props.get("create", ""))) if r.type == COMMAND else None
+    return match.group(1) if match else None
+
+
+def _sshd_options(text: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Global options (first value wins, as in sshd) and every (option, value) inside Match."""
+    global_opts: dict[str, str] = {}
+    in_match: list[tuple[str, str]] = []
+    matching = False
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].replace("=", " ").split()
+        if len(words) < 2:
+            continue
+        key, value = words[0].lower(), words[1].lower()
+        if key == "match":
+            matching = True
+        elif matching:
+            in_match.append((key, value))
+        else:
+            global_opts.setdefault(key, value)
+    return global_opts, in_match
+
+
+SSHD_REQUIRED = {
+    "passwordauthentication": ("no",),
+    "kbdinteractiveauthentication": ("no",),
+    "permitrootlogin": ("no", "prohibit-password", "without-password", "forced-commands-only"),
+}
+
+
+def sshd_no_passwords(resources: Sequence[Resource]) -> Iterator[Finding]:
+    for r in resources:
+        if _writes(r) != "/etc/ssh/sshd_config":
+            continue
+        text = r.props.get("stdin")
+        if text == UNKNOWN:
+            continue
+        if not isinstance(text, str) or text == SECRET:
+            yield (
+                r,
+                (
+                    f"{r.label} writes sshd_config from input that cannot be checked; fix: render "
+                    "it with rendering/ as plain (non-secret) text on stdin"
+                ),
+            )
+            continue
+        global_opts, in_match = _sshd_options(text)
+        for option, allowed in SSHD_REQUIRED.items():
+            have = global_opts.get(option)
+            if have not in allowed:
+                yield (
+                    r,
+                    (
+                        f"{r.label} renders sshd_config with {option} {have or '(unset)'}; fix: "
+                        f"render {option} {allowed[0]} (rendering/, keys only)"
+                    ),
+                )
+        for option, value in in_match:
+            if option in SSHD_REQUIRED and value not in SSHD_REQUIRED[option]:
+                yield (
+                    r,
+                    (
+                        f"{r.label} renders a Match block with {option} {value}; fix: remove it "
+                        "(no exception may re-enable password or root password login)"
+                    ),
+                )
+
+
+def _published_on_loopback(port: Any) -> bool:
+    if isinstance(port, Mapping):
+        return str(port.get("host_ip", "")) in LOOPBACK
+    text = str(port)
+    return any(text.startswith(f"{ip}:") for ip in LOOPBACK)
+
+
+def _guest_of(r: Resource, guests: Iterable[Resource]) -> Resource | None:
+    owners = [g for g in guests if r.name.startswith(f"{g.name}-")]
+    return max(owners, key=lambda g: len(g.name), default=None)
+
+
+def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
+    """MongoDB anywhere, and every service on a non-device guest, publish on loopback only."""
+    guests = [r for r in resources if r.type in GUESTS]
+    for r in resources:
+        if not (_writes(r) or "").endswith("/compose.yaml"):
+            continue
+        text = r.props.get("stdin")
+        if text == UNKNOWN:
+            continue
+        try:
+            services = (yaml.safe_load(str(text)) or {}).get("services") or {}
+        except (yaml.YAMLError, AttributeError):
+            services = None
+        if not isinstance(services, Mapping):
+            yield (
+                r,
+                f"{r.label} writes a compose file that is not YAML; fix: render it with rendering/",
+            )
+            continue
+        guest = _guest_of(r, guests)
+        device = guest is not None and "device" in _items(guest.props.get("tags"))
+        for name, service in services.items():
+            if not isinstance(service, Mapping):
+                continue
+            is_mongo = name == "mongo" or str(service.get("image", "")).startswith("mongo")
+            if device and not is_mongo:
+                continue  # the device VM's UI is on the LAN by design (firewallAllow)
+            if service.get("network_mode") == "host":
+                yield (
+                    r,
+                    (
+                        f"{r.label} runs service {name} with host networking, which binds every "
+                        "interface; fix: publish its ports as 127.0.0.1:<port>:<port> instead"
+                    ),
+                )
+            for port in _items(service.get("ports")):
+                if not _published_on_loopback(port):
+                    yield (
+                        r,
+                        (
+                            f"{r.label} publishes service {name} port {port} beyond loopback; fix: "
+                            "bind it as 127.0.0.1:<host>:<container> (Tailscale serve publishes it)"
+                        ),
+                    )
+
+
+def prod_backups(resources: Sequence[Resource]) -> Iterator[Finding]:
+    """Every prod guest is in an enabled vzdump job with retention; app guests run backup timers."""
+    guests = [
+        r
+        for r in resources
+        if r.type in GUESTS and r.stack in PROD_STACKS and not r.props.get("template")
+    ]
+    jobs = [r for r in resources if r.type == VZDUMP and r.props.get("enabled") is not False]
+    for guest in guests:
+        vmid = str(guest.props.get("vmId"))
+        covering = [
+            j
+            for j in jobs
+            if (
+                j.props.get("vmids") == UNKNOWN
+                or vmid in [str(v) for v in _items(j.props.get("vmids"))]
+            )
+            and j.props.get("schedule")
+            and j.props.get("pruneBackups")
+        ]
+        if not covering:
+            yield (
+                guest,
+                (
+                    f"prod guest {guest.label} (VMID {vmid}) is in no enabled vzdump job with a "
+                    f"schedule and retention; fix: set app.vzdump in Pulumi.{guest.stack}.yaml"
+                ),
+            )
+        if guest.type != LXC:
+            continue
+        timers = [
+            r
+            for r in resources
+            if r.type == COMMAND
+            and r.name.startswith(f"{guest.name}-")
+            and "smart-smoker-backup.timer" in str(r.props.get("create", ""))
+            and "enable" in str(r.props.get("create", ""))
+        ]
+        if not timers:
+            yield (
+                guest,
+                (
+                    f"prod guest {guest.label} has no enabled MongoDB backup timer; fix: keep "
+                    f"app.backups in Pulumi.{guest.stack}.yaml (the AppStack enables the timers)"
+                ),
+            )
+
+
+_FUNNEL = re.compile(r"\btailscale\s+funnel\b")
+
+
+def funnel_prod_only(resources: Sequence[Resource]) -> Iterator[Finding]:
+    for r in resources:
+        if r.type != COMMAND or r.stack in PROD_STACKS:
+            continue
+        scripts = " ".join(str(r.props.get(k, "")) for k in ("create", "update"))
+        if _FUNNEL.search(scripts):
+            yield (
+                r,
+                (
+                    f"{r.label} turns on Tailscale funnel (public internet) on stack {r.stack}; "
+                    "fix: use serve (tailnet only): set tailscale.funnel: false for its guest"
+                ),
+            )
+
+
+POLICIES: tuple[Policy, ...] = (
+    Policy("lxc-unprivileged", "LXC guests are unprivileged.", lxc_unprivileged, True),
+    Policy("prod-guests-protected", "Prod guests are protected.", prod_guests_protected, True),
+    Policy(
+        "cloud-nic-firewall", "Cloud guests have the NIC firewall on.", cloud_nic_firewall, True
+    ),
+    Policy(
+        "explicit-provider",
+        "No Proxmox or command resource uses a default provider.",
+        explicit_provider,
+        True,
+    ),
+    Policy(
+        "secret-inputs",
+        "Passwords, tokens, private keys and auth keys are secret inputs, never plain text.",
+        secret_inputs,
+        False,
+    ),
+    Policy(
+        "sshd-no-passwords",
+        "sshd renders with password authentication and root password login off.",
+        sshd_no_passwords,
+        True,
+    ),
+    Policy(
+        "loopback-ports",
+        "MongoDB and the service ports are published on loopback only.",
+        loopback_ports,
+        False,
+    ),
+    Policy("prod-backups", "Prod guests have vzdump and MongoDB backups.", prod_backups, False),
+    Policy("funnel-prod-only", "Tailscale funnel only on prod.", funnel_prod_only, True),
+)
+
+
+def violations(
+    resources: Sequence[Resource],
+    policies: Sequence[Policy] = POLICIES,
+    secrets_visible: bool = True,
+) -> list[Violation]:
+    found: list[Violation] = []
+    for policy in policies:
+        if policy.check is secret_inputs:
+            findings = secret_inputs(resources, secrets_visible)
+        else:
+            findings = policy.check(resources)
+        found.extend(Violation(policy.name, r.urn, message) for r, message in findings)
+    return found
+
+
+# --- adapters ---------------------------------------------------------------------------------
+
+# The SDK's sentinels for values unknown during preview (pulumi_policy/proxy.py).
+_UNKNOWN_SENTINELS = frozenset(
+    {
+        "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7",
+        "3eeb2bf0-c639-47a8-9e75-3b44932eb421",
+        "04da6b54-80e4-46f7-96ec-b56ff0331ba9",
+        "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2",
+        "030794c1-ac77-496b-92df-f27374a8bd58",
+        "e48ece36-62e2-4504-bad9-02848725956a",
+        "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",
+    }
+)
+
+
+def _plain(value: Any) -> Any:
+    """Unwrap the SDK's unknown-checking proxies; an unknown becomes the `[unknown]` marker."""
+    if isinstance(value, (Mapping, Sequence)) and not isinstance(value, (str, bytes, list, tuple)):
+        # an SDK proxy: read its raw target (reading through the proxy raises on unknowns)
+        proxy: Any = value
+        with contextlib.suppress(KeyError, TypeError):
+            value = proxy["__target"]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
+        return UNKNOWN
+    return value
+
+
+def from_policy_args(args: Any) -> Resource:
+    """A `ResourceValidationArgs` or a stack's `PolicyResource` as a `Resource`."""
+    provider = getattr(args, "provider", None)
+    return Resource(
+        type=args.resource_type,
+        name=args.name,
+        urn=args.urn,
+        props=_plain(args.props),
+        protect=bool(getattr(args.opts, "protect", False)),
+        provider=getattr(provider, "urn", None),
+    )
+
+
+def _report(found: Iterable[Violation], report_violation: Callable[..., None]) -> None:
+    for v in found:
+        report_violation(v.message, v.urn)
+
+
+def crossguard_policies() -> list[Any]:
+    """The policies as mandatory pulumi_policy objects (constructing them starts nothing)."""
+    from pulumi_policy import (
+        EnforcementLevel,
+        ResourceValidationPolicy,
+        StackValidationPolicy,
+    )
+
+    built: list[Any] = []
+    for policy in POLICIES:
+        if policy.per_resource:
+
+            def validate_resource(args: Any, report: Any, policy: Policy = policy) -> None:
+                _report(violations([from_policy_args(args)], [policy]), report)
+
+            built.append(
+                ResourceValidationPolicy(
+                    name=policy.name,
+                    description=policy.description,
+                    validate=validate_resource,
+                    enforcement_level=EnforcementLevel.MANDATORY,
+                )
+            )
+        else:
+
+            def validate_stack(args: Any, report: Any, policy: Policy = policy) -> None:
+                resources = [from_policy_args(r) for r in args.resources]
+                _report(violations(resources, [policy], secrets_visible=False), report)
+
+            built.append(
+                StackValidationPolicy(
+                    name=policy.name,
+                    description=policy.description,
+                    validate=validate_stack,
+                    enforcement_level=EnforcementLevel.MANDATORY,
+                )
+            )
+    return built
