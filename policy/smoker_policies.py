@@ -29,6 +29,7 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 GUESTS = (LXC, VM)
 COMMAND = "command:remote:Command"
 VZDUMP = "proxmoxve:backup/job:Job"
+DYNAMIC = "pulumi-python:dynamic:Resource"
 # Packages whose resources must use the stack's explicit provider.
 PROVIDER_PACKAGES = ("proxmoxve", "command")
 SECRET = "[secret]"
@@ -320,13 +321,20 @@ def _guest_of(r: Resource, guests: Iterable[Resource]) -> Resource | None:
     return max(owners, key=lambda g: len(g.name), default=None)
 
 
+def _compose_files(resources: Sequence[Resource]) -> Iterator[tuple[Resource, Any]]:
+    """Every compose file the program deploys: written by a command (MongoDB's bootstrap
+    file) or carried by a Release (the project, deployed by the safe-deploy engine)."""
+    for r in resources:
+        if (_writes(r) or "").endswith("compose.yaml"):
+            yield r, r.props.get("stdin")
+        elif r.type == DYNAMIC and "compose" in r.props and "project" in r.props:
+            yield r, r.props.get("compose")
+
+
 def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
     """MongoDB anywhere, and every service on a non-device guest, publish on loopback only."""
     guests = [r for r in resources if r.type in GUESTS]
-    for r in resources:
-        if not (_writes(r) or "").endswith("/compose.yaml"):
-            continue
-        text = r.props.get("stdin")
+    for r, text in _compose_files(resources):
         if text == UNKNOWN:
             continue
         try:

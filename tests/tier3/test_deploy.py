@@ -26,15 +26,15 @@ from deploy import cli
 from deploy.engine import DeployError, RollbackError
 from deploy.lock import LockHeldError
 from deploy.mongo_users import connect, over_ssh
-from deploy.transport import SshTarget, SshTransport, TransportError, ssh_client
+from deploy.transport import SshTarget, SshTransport, ssh_client
 from rendering import app
 from tests.harness import Guest
 from tests.tier3.app_env import SECRETS, user_props
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
 from tests.tier3.release_env import (
-    N,
     N1,
     N2,
+    N,
     Releases,
     deploy,
     host_key,
@@ -143,8 +143,8 @@ def site(guest_factory: Callable[..., Guest], releases: Releases) -> Iterator[Si
         env = Baselined(guest, cfg, spec, apply_plan(guest, plan(cfg, spec)))
     prepare_guest(env, releases)
     first = release_config(cfg, releases, N)
-    from rendering.files import app_files_plan
     from components.mongo_users import MongoUsersProvider
+    from rendering.files import app_files_plan
 
     apply_plan(guest, app_files_plan(first, spec, SECRETS))
     MongoUsersProvider().create(user_props(env, SECRETS))
@@ -168,7 +168,11 @@ def test_1_first_deploy_of_n(site: Site) -> None:
     assert site.live_images() == site.releases.digests(N) == site.state["digests"]
     assert site.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
     record = site.ledger()[-1]
-    assert (record["outcome"], record["release"], record["previous"]) == ("deployed", site.ids[N], None)
+    assert (record["outcome"], record["release"], record["previous"]) == (
+        "deployed",
+        site.ids[N],
+        None,
+    )
     assert record["backup"]["id"] == site.state["backupId"]
     manifest = json.loads(site.run(f"cat {APP_DIR}/current/manifest.json").stdout)
     assert manifest["backup"]["sha256"] == record["backup"]["sha256"]
@@ -182,7 +186,9 @@ def test_2_upgrade_to_n1_keeps_mongo_and_n(site: Site) -> None:
     site.ids[N1] = site.state["releaseId"]
     assert site.live_images() == site.releases.digests(N1)
     assert site.containers()["mongo"][0] == mongo_before  # not recreated
-    assert site.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {mongo_before}").stdout == started
+    assert (
+        site.run(f"docker inspect -f '{{{{.State.StartedAt}}}}' {mongo_before}").stdout == started
+    )
     assert site.ids[N] in site.release_dirs()  # kept for a rollback, with its images
     for image in site.releases.digests(N).values():
         site.run(f"docker image inspect {shlex.quote(image)} >/dev/null")
@@ -240,8 +246,10 @@ def test_6_two_deploys_at_once_the_second_fails_naming_the_first(site: Site) -> 
     thread.start()
     try:
         wait_for(
-            lambda: site.run("cat /run/lock/smart-smoker-deploy/owner.json", check=False).returncode
-            == 0,
+            lambda: (
+                site.run("cat /run/lock/smart-smoker-deploy/owner.json", check=False).returncode
+                == 0
+            ),
             60,
             "the first deploy to take the lock",
         )
@@ -331,7 +339,9 @@ def test_10_cli_rollback_to_an_older_release(site: Site) -> None:
     older = next(
         r["release"]
         for r in records
-        if r["outcome"] == "deployed" and r["release"] != live and r["release"] in site.release_dirs()
+        if r["outcome"] == "deployed"
+        and r["release"] != live
+        and r["release"] in site.release_dirs()
     )
     code, out, err = site.cli("rollback", "--to", older)
     assert code == 0, err

@@ -111,15 +111,15 @@ def _match_block_password(s: dict[str, Stack]) -> Stack:
 
 
 def _mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
-    step = find(s["prod"], "prod-cloud-compose-file")
+    step = find(s["prod"], "prod-cloud-mongo-bootstrap-file")
     text = step.props["stdin"].replace("127.0.0.1:27017:27017", "27017:27017")
     return replace(s["prod"], step, props={"stdin": text})
 
 
 def _backend_on_all_interfaces(s: dict[str, Stack]) -> Stack:
-    step = find(s["dev"], "dev-cloud-compose-file")
-    text = step.props["stdin"].replace("127.0.0.1:3001:3001", "0.0.0.0:3001:3001")
-    return replace(s["dev"], step, props={"stdin": text})
+    release = find(s["dev"], "dev-cloud-release")
+    text = release.props["compose"].replace("127.0.0.1:3001:3001", "0.0.0.0:3001:3001")
+    return replace(s["dev"], release, props={"compose": text})
 
 
 def _no_vzdump(s: dict[str, Stack]) -> Stack:
@@ -158,8 +158,8 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
         "permitrootlogin no",
     ),
     (_match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
-    (_mongo_on_all_interfaces, "loopback-ports", "prod-cloud-compose-file", "127.0.0.1:"),
-    (_backend_on_all_interfaces, "loopback-ports", "dev-cloud-compose-file", "127.0.0.1:"),
+    (_mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
+    (_backend_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
     (_no_vzdump, "prod-backups", "prod-cloud", "app.vzdump"),
     (_vzdump_disabled, "prod-backups", "prod-cloud", "app.vzdump"),
     (_no_backup_timers, "prod-backups", "prod-cloud", "app.backups"),
@@ -201,24 +201,25 @@ def test_a_credential_in_a_command_line_fails_even_when_secrets_are_not_visible(
 ) -> None:
     # Inside the pack secrets arrive decrypted and unmarked: the leak is what can be seen.
     stack = _plain_password(stacks)
-    step = find(stack, "prod-cloud-app-up")
+    step = find(stack, "prod-cloud-mongo-bootstrap")
     leaked = replace(stack, step, props={"create": "echo plain-root-password | login"})
     assert violations(stack, secrets_visible=False) == []
     (v,) = only(violations(leaked, secrets_visible=False), "secret-inputs")
-    assert "prod-cloud-app-up (" in v.message and "proxmox-provider" in v.message
+    assert "prod-cloud-mongo-bootstrap (" in v.message and "proxmox-provider" in v.message
     assert "plain-root-password" not in v.message
 
 
 def test_unknown_types_and_unknown_values_are_not_violations(stacks: dict[str, Stack]) -> None:
-    release = Resource(
+    unknown = Resource(
         "pulumi-python:dynamic:Resource",
-        "prod-cloud-release",
-        "urn:pulumi:prod::smoker-infra::pulumi-python:dynamic:Resource::prod-cloud-release",
+        "prod-cloud-something",
+        "urn:pulumi:prod::smoker-infra::pulumi-python:dynamic:Resource::prod-cloud-something",
         {"images": {"backend": "[unknown]"}, "manifest": "[secret]"},
     )
-    stack = [*stacks["prod"], release]
+    stack = [*stacks["prod"], unknown]
     for name, props in [
-        ("prod-cloud-compose-file", {"stdin": "[unknown]"}),
+        ("prod-cloud-mongo-bootstrap-file", {"stdin": "[unknown]"}),
+        ("prod-cloud-release", {"compose": "[unknown]"}),
         ("prod-cloud-sshd-config", {"stdin": "[unknown]"}),
         ("prod-cloud", {"networkInterfaces": "[unknown]", "tags": "[unknown]"}),
         ("vzdump-prod", {"vmids": "[unknown]"}),
