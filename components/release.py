@@ -25,7 +25,7 @@ from pulumi.dynamic import (
 
 from deploy.engine import Engine, Policy, deployer
 from deploy.release import Checks, ReleaseSpec, Site
-from deploy.transport import SshTarget, connect
+from deploy.transport import SshTarget, Transport, connect
 
 DEPLOY_KEYS = ("project", "appDir", "compose", "envFiles", "checks", "revision")
 REQUIRED = ("host", "sshUser", "privateKey", "hostKey", "project", "appDir", "compose")
@@ -33,7 +33,7 @@ SECRET_OUTPUTS = ["privateKey", "envFiles"]
 OUTPUTS = ("releaseId", "digests", "deployedAt", "backupId")
 
 
-def _target(props: dict[str, Any]) -> SshTarget:
+def target_of(props: dict[str, Any]) -> SshTarget:
     return SshTarget(
         host=props["host"],
         user=props["sshUser"],
@@ -53,22 +53,23 @@ def _policy(props: dict[str, Any]) -> Policy:
     )
 
 
-def _deploy(props: dict[str, Any]) -> dict[str, Any]:
-    spec = ReleaseSpec(
+def release_spec(props: dict[str, Any]) -> ReleaseSpec:
+    return ReleaseSpec(
         compose=props["compose"],
         env_files=dict(props.get("envFiles") or {}),
         checks=Checks.from_dict(props.get("checks") or {}),
     )
+
+
+def engine_for(props: dict[str, Any], transport: Transport, who: str) -> Engine:
     cli = f"python -m deploy --stack {props.get('stack')} --guest {props.get('guest')}"
-    with connect(_target(props)) as transport:
-        engine = Engine(
-            transport,
-            Site(props["project"], props["appDir"]),
-            deployer("pulumi"),
-            _policy(props),
-            cli=cli,
-        )
-        outcome = engine.deploy(spec)
+    site = Site(props["project"], props["appDir"])
+    return Engine(transport, site, who, _policy(props), cli=cli)
+
+
+def _deploy(props: dict[str, Any]) -> dict[str, Any]:
+    with connect(target_of(props)) as transport:
+        outcome = engine_for(props, transport, deployer("pulumi")).deploy(release_spec(props))
     return {
         **props,
         "releaseId": outcome.release,

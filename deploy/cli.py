@@ -101,14 +101,15 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("SMOKER_SSH_KEY", "~/.ssh/id_ed25519"),
         help="private key file",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="the live release, its digests and its health now")
-    history = sub.add_parser("history", help="the deployment ledger, newest last")
+    sub.add_parser("status", parents=[as_json], help="the live release, its digests, its health")
+    history = sub.add_parser("history", parents=[as_json], help="the ledger, newest last")
     history.add_argument("--limit", type=int, default=20)
     rollback = sub.add_parser("rollback", help="make an earlier release live again, verified")
     rollback.add_argument("--to", help="a release id (default: the one before the live one)")
-    sub.add_parser("backup", help="a verified MongoDB backup now")
+    sub.add_parser("backup", parents=[as_json], help="a verified MongoDB backup now")
     lock = sub.add_parser("lock", help="the host's deploy lock")
     lock.add_argument("action", choices=["status", "break"])
     lock.add_argument("--force", action="store_true", help="break a lock that is not stale")
@@ -137,7 +138,8 @@ def _history_line(r: dict[str, Any]) -> str:
     )
 
 
-def run(args: argparse.Namespace, out: Any = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: Any = None) -> int:
+    out = out or sys.stdout
     guest = guest_site(args)
     cli = f"python -m deploy --stack {args.stack} --guest {args.guest}"
     with connect(guest.target) as transport:

@@ -194,6 +194,9 @@ class SshTransport:
     def run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult:
         if self._sudo:  # a non-root login (the device VM): root through passwordless sudo
             command = f"sudo -n sh -c {shlex.quote(command)}"
+        connection = self._client.get_transport()
+        if connection is None or not connection.is_active():
+            raise TransportError("SSH command failed: the connection is closed")
         try:
             channel_in, channel_out, channel_err = self._client.exec_command(
                 command, timeout=timeout

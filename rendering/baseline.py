@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 
 from rendering.plan import Step, file_step, install_file, script
 from stacks.config import BaselineSettings, GuestSpec, StackConfig
@@ -476,4 +477,4 @@ def baseline_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
         if guest.swap_mb:
             steps.append(swapfile_step(guest.swap_mb))
         steps.append(arm_emulation_step())
-    return steps
+    return [replace(step, locked=True) for step in steps]  # never while a deploy runs

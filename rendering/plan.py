@@ -12,6 +12,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+# The host deploy lock (deploy/lock.py): a baseline step and a deploy never overlap.
+LOCK_DIR = "/run/lock/smart-smoker-deploy"
+LOCKED_EXIT = 75  # EX_TEMPFAIL: try again once the holder is done
+BASELINE_LEASE_SECONDS = 900  # a step (e.g. apt) may take long; a dead one goes stale after
+
 
 @dataclass(frozen=True)
 class Step:
@@ -20,12 +25,34 @@ class Step:
     stdin: str | None = None
     secret: bool = False  # stdin carries a secret: keep it and all output out of logs
     files: dict[str, str] = field(default_factory=dict)  # what it installs, for synth (no secrets)
+    locked: bool = False  # runs under the host deploy lock
 
     def command(self, user: str) -> str:
         """The command line for an SSH session as `user` (root directly, others through sudo)."""
+        body = under_lock(self.script, f"baseline {self.name}") if self.locked else self.script
         if user == "root":
-            return self.script
-        return f"sudo -n sh -c {shlex.quote(self.script)}"
+            return body
+        return f"sudo -n sh -c {shlex.quote(body)}"
+
+
+def under_lock(body: str, what: str, lock_dir: str = LOCK_DIR) -> str:
+    """`body` run while holding the host deploy lock; fails at once naming a holder."""
+    q = shlex.quote
+    owner = '{"who": "%s", "what": "%s", "since": %s, "until": %s}'  # deploy.lock.Owner
+    return script(
+        f"lock={q(lock_dir)}",
+        'mkdir -p "$(dirname "$lock")"',
+        'if ! mkdir -m 0700 "$lock" 2>/dev/null; then',
+        '  holder=$(cat "$lock/owner.json" 2>/dev/null || echo "an unknown holder")',
+        f'  echo "the host is locked: $holder; not running {what}" >&2',
+        f"  exit {LOCKED_EXIT}",
+        "fi",
+        "trap 'rm -rf \"$lock\"' EXIT",
+        "now=$(date +%s)",
+        f'printf {q(owner)} "$(id -un)@$(hostname) via pulumi" {q(what)} "$now" '
+        f'"$((now + {BASELINE_LEASE_SECONDS}))" > "$lock/owner.json"',
+        f"sh -c {q(body)}",
+    )
 
 
 def script(*lines: str) -> str:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from components.release import target_of
+from deploy.engine import DeployError
 
 RUNS = 5
 IMPORT_PROGRAM = (
@@ -63,6 +70,9 @@ def bench_baseline() -> None:
         print("baseline apply on the test guest: skipped (needs root for its Docker engine)")
         return
     from tests.harness import Engine, build_images, start_guest
+    from tests.harness.engine import BRIDGE_IP
+    from tests.registry import Registry
+    from tests.tier3.app_env import deploy_app
     from tests.tier3.baseline_env import (
         Baselined,
         apply_plan,
@@ -70,6 +80,7 @@ def bench_baseline() -> None:
         plan,
         served_crun,
     )
+    from tests.tier3.release_env import publish_releases
 
     engine = Engine()
     engine.start()
@@ -100,7 +111,12 @@ def bench_baseline() -> None:
                 f"{'  remote work of the re-run':<44} {work:6.2f} s ({work / first:.1%} of first)"
             )
             print(f"{'pulumi up, unchanged config':<44} {'0 remote commands (no input changed)'}")
-            bench_backups(Baselined(guest, cfg, spec, []), engine)
+            env = Baselined(guest, cfg, spec, [])
+            with Registry(Path(tempfile.mkdtemp(prefix="bench-registry-")), BRIDGE_IP) as reg:
+                releases = publish_releases(engine, reg)
+                deployed = deploy_app(env, releases)
+                bench_backups(env, deployed.release)
+                bench_deploy(env, releases)
     finally:
         if guest is not None:
             guest.stop()
@@ -110,14 +126,11 @@ def bench_baseline() -> None:
 BACKUP_DATA_MB = 32
 
 
-def bench_backups(env: Any, engine: Any) -> None:
+def bench_backups(env: Any, props: dict[str, Any]) -> None:
     """Backup + validation and restore of a stand-in data set, as MB/s of raw BSON data."""
     from deploy.mongo_users import connect, over_ssh
-    from deploy.transport import SshTarget
-    from tests.tier3.app_env import SECRETS, deploy_app
+    from tests.tier3.app_env import SECRETS
 
-    props = deploy_app(env, engine)
-    target = SshTarget(props["host"], "root", props["privateKey"], host_key=props["hostKey"])
     blob = os.urandom(512 * 1024).hex()  # 1 MB of text per document, incompressible-ish
     count = BACKUP_DATA_MB
 
@@ -131,7 +144,7 @@ def bench_backups(env: Any, engine: Any) -> None:
         finally:
             client.close()
 
-    over_ssh(target, 27017, seed)
+    over_ssh(target_of(props), 27017, seed)
     tool = "/usr/local/sbin/smart-smoker-backup"
     start = time.perf_counter()
     archive = env.guest.run(f"{tool} dump", timeout=600).stdout.strip()
@@ -140,6 +153,11 @@ def bench_backups(env: Any, engine: Any) -> None:
     start = time.perf_counter()
     env.guest.run(f"{tool} restore {archive} --to-db bench_restore", timeout=600)
     restore_s = time.perf_counter() - start
+    env.guest.run(
+        "docker exec $(docker ps -qf label=com.docker.compose.service=mongo) "
+        "mongosh --quiet --eval \"db.getSiblingDB('smartsmoker').bench.drop()\"",
+        check=False,
+    )
     print(
         f"{'backup + validate, ' + str(count) + ' MB stand-in data':<44} {backup_s:6.2f} s "
         f"({count / backup_s:5.1f} MB/s)"
@@ -148,6 +166,78 @@ def bench_backups(env: Any, engine: Any) -> None:
         f"{'restore into a scratch database':<44} {restore_s:6.2f} s "
         f"({count / restore_s:5.1f} MB/s)"
     )
+
+
+class Prober(threading.Thread):
+    """Pings MongoDB (whose image an app upgrade does not change) every 50 ms through its own
+    SSH tunnel, counting failed probes."""
+
+    def __init__(self, props: dict[str, Any], password: str) -> None:
+        super().__init__(daemon=True)
+        self.props, self.password = props, password
+        self.stop, self.ok, self.failed = threading.Event(), 0, 0
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        from deploy.mongo_users import connect
+        from deploy.transport import ssh_client, tunnel
+
+        with ssh_client(target_of(self.props)) as client, tunnel(client, 27017) as port:
+            mongo = connect(port, "admin", self.password)
+            self.ready.set()
+            while not self.stop.is_set():
+                try:
+                    mongo.admin.command("ping")
+                    self.ok += 1
+                except Exception:
+                    self.failed += 1
+                time.sleep(0.05)
+            mongo.close()
+
+
+def bench_deploy(env: Any, releases: Any) -> None:
+    """Upgrade N -> N+1 and a failing N+2 with rollback, from the engine's own timings."""
+    from components.release import engine_for, release_spec
+    from deploy.transport import connect
+    from tests.tier3.app_env import SECRETS
+    from tests.tier3.release_env import N1, N2, release_config, release_props
+
+    def props(version: str) -> dict[str, Any]:
+        return release_props(env, release_config(env.cfg, releases, version), SECRETS)
+
+    upgrade = props(N1)
+    prober = Prober(upgrade, SECRETS.mongo_root_password)
+    prober.start()
+    prober.ready.wait(60)
+    with connect(target_of(upgrade)) as transport:
+        engine = engine_for(upgrade, transport, "bench")
+        t = engine.deploy(release_spec(upgrade)).timings
+        prober.stop.set()
+        prober.join(30)
+        startup = t["up"] + t["verify"]
+        own = t["total"] - t["backup"] - t["pull"] - startup
+        line = f"{'deploy N -> N+1, start to verified':<44}"
+        print(f"{line} {t['total']:6.2f} s")
+        print(f"{'  containers up and healthy (up + verify)':<44} {startup:6.2f} s")
+        print(
+            f"{'  pre-deploy backup / pull by digest':<44} {t['backup']:6.2f} s / {t['pull']:.2f} s"
+        )
+        print(f"{'  orchestration overhead (the rest)':<44} {own:6.2f} s   (target < 3 s)")
+        print(
+            f"{'  failed probes, unchanged MongoDB':<44} {prober.failed:6d}     "
+            f"(of {prober.ok + prober.failed}; target 0)"
+        )
+        with contextlib.suppress(DeployError):
+            engine.deploy(release_spec(props(N2)))
+        failed = engine.history()[-1]["timings"]
+        rollback = failed["rollback"]
+        detected = failed["up"] + failed.get("verify", 0)
+        print(f"{'deploy N+2 (backend never healthy), detected':<44} {detected:6.2f} s")
+        print(f"{'rollback: failed verification -> N+1 verified':<44} {rollback:6.2f} s")
+        print(
+            f"{'  beyond N+1 own start-up (' + format(startup, '.2f') + ' s)':<44} "
+            f"{rollback - startup:6.2f} s   (target < 5 s)"
+        )
 
 
 def main() -> None:

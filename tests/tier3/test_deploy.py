@@ -327,7 +327,8 @@ def test_8_a_failing_rollback_names_the_recovery_and_the_recovery_works(site: Si
 def test_9_unchanged_inputs_make_zero_remote_commands(site: Site) -> None:
     before = site.ssh_logins()
     provider = ReleaseProvider()
-    assert provider.diff("release", site.state, site.props(N1)).changes is False
+    unchanged = site.props(N1, lockLeaseSeconds=3)  # the inputs of the last deploy (test 7)
+    assert provider.diff("release", site.state, unchanged).changes is False
     provider.read("release", site.state)
     assert site.ssh_logins() == before
 
@@ -352,3 +353,21 @@ def test_10_cli_rollback_to_an_older_release(site: Site) -> None:
     assert f"release: {older}" in out and "healthy: True" in out
     code, out, _ = site.cli("history")
     assert re.search(rf"rollback +deployed +{older} by ", out.splitlines()[-1])
+
+
+def test_a_baseline_step_and_a_deploy_never_overlap(site: Site) -> None:
+    from deploy.lock import HostLock
+    from rendering.baseline import baseline_plan
+
+    step = next(s for s in baseline_plan(site.env.cfg, site.env.spec) if s.name == "timezone")
+    with ssh_client(site.target()) as client:
+        lock = HostLock(SshTransport(client))
+        lock.acquire("alice@laptop via cli", "rollback")
+        try:
+            refused = site.run(step.command("root"), check=False)
+            assert refused.returncode == 75
+            assert "rollback" in refused.stderr and "alice@laptop via cli" in refused.stderr
+        finally:
+            lock.release()
+    assert "unchanged" in site.run(step.command("root")).stdout
+    assert site.cli("lock", "status")[1].strip() == "unlocked"

@@ -154,6 +154,14 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ("missing-app-password", at("mongoAppPassword", None), "mongoAppPassword", "--secret"),
     ("backup-time-bad", at("app.backups.dumpTime", "2am"), "app.backups.dumpTime", "HH:MM"),
     ("image-repo-bad", at("app.images.backend", "Bad Repo"), "app.images.backend", "repository"),
+    ("keep-one-release", at("app.deploy.keepReleases", 1), "app.deploy.keepReleases", "2..50"),
+    (
+        "verify-timeout-bad",
+        at("app.deploy.verifyTimeoutSeconds", "soon"),
+        "app.deploy.verifyTimeoutSeconds",
+        "whole number",
+    ),
+    ("deploy-typo", at("app.deploy.keepRelease", 3), "app.deploy.keepRelease", "keepReleases"),
     ("app-image-missing", at("app.images.smokerUi", None), "app.images.smokerUi", "required"),
     (
         "funnel-on-dev",

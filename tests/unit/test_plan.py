@@ -52,3 +52,43 @@ def test_non_root_users_run_steps_through_sudo() -> None:
     step = Step("x", "echo 'hi'\n")
     assert step.command("root") == "echo 'hi'\n"
     assert step.command("smoker").startswith("sudo -n sh -c ")
+
+
+def test_a_locked_step_takes_the_deploy_lock_and_a_held_lock_stops_it(tmp_path: Path) -> None:
+    import json
+
+    from deploy.lock import HostLock, Owner
+    from deploy.transport import LocalTransport
+    from rendering.plan import LOCKED_EXIT, under_lock
+
+    lock_dir = tmp_path / "lock"
+    seen = tmp_path / "owner-seen"
+    body = f'cp {lock_dir}/owner.json {seen}; echo "changed x"'
+    done = run(under_lock(body, "baseline timezone", str(lock_dir)), "")
+    assert done.returncode == 0 and "changed x" in done.stdout
+    owner = Owner(**json.loads(seen.read_text()))  # the engine's HostLock can read it
+    assert owner.what == "baseline timezone" and owner.who.endswith("via pulumi")
+    assert not lock_dir.exists()  # released
+    failing = run(under_lock("exit 3", "baseline x", str(lock_dir)), "")
+    assert failing.returncode == 3 and not lock_dir.exists()
+
+    held = HostLock(LocalTransport(), str(lock_dir))
+    held.acquire("alice@laptop via cli", "rollback")
+    refused = run(under_lock(f"touch {tmp_path}/ran", "baseline sshd", str(lock_dir)), "")
+    assert refused.returncode == LOCKED_EXIT and not (tmp_path / "ran").exists()
+    assert "the host is locked:" in refused.stderr and "alice@laptop via cli" in refused.stderr
+    assert "not running baseline sshd" in refused.stderr and lock_dir.exists()
+
+
+def test_the_wrapped_command_passes_shellcheck() -> None:
+    from rendering.plan import under_lock
+    from tests.tools import tool
+
+    wrapped = under_lock("echo hi", "baseline x")
+    checked = subprocess.run(
+        [tool("shellcheck"), "-s", "sh", "--severity=style", "-"],
+        input=wrapped,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout
