@@ -130,7 +130,9 @@ def test_deploys_guard_the_preview_and_apply_the_plan_and_fail_on_rollback(name:
     up = text.index("pulumi up --stack")
     assert text.index("--save-plan") < guard < up
     assert "--plan " in text[up:]
-    assert 'grep -q "rolled back"' in text and "set -o pipefail" in text
+    # the Release's own messages (tests/unit/test_engine.py checks the engine writes them)
+    assert 'grep -q "Rolled back: release"' in text and "set -o pipefail" in text
+    assert 'grep -q "The rollback to .* failed too"' in text
     assert text.count("--policy-pack policy") >= 2
 
 
