@@ -374,7 +374,7 @@ class Engine:
 
     def _stage(self, spec: ReleaseSpec) -> str:
         staging = f"{self.site.releases}/{STAGING_PREFIX}{secrets.token_hex(4)}"
-        made = self._run(f"install -d -m 0700 {q(self.site.releases)} {q(staging)}")
+        made = self._run(f"mkdir -p {q(self.site.releases)} && install -d -m 0700 {q(staging)}")
         if not made.ok:
             raise _StepError("stage", f"could not create {staging}: {_tail(made.stderr)}")
         for name, content in spec.env_files.items():

@@ -122,10 +122,21 @@ def releases(
         yield publish_releases(engine, registry)
 
 
-@pytest.fixture(scope="session")
-def baselined(guest_factory: Callable[..., Guest]) -> Iterator[Baselined]:
-    """A guest converged to the cloud-guest baseline by the real apply plan (shared)."""
-    guest = guest_factory(hostname="baseline-guest")
+def _baselined(guest_factory: Callable[..., Guest], hostname: str) -> Iterator[Baselined]:
+    guest = guest_factory(hostname=hostname)
     with served_crun() as crun:
         cfg, spec = guest_stack_config(guest, crun)
         yield Baselined(guest, cfg, spec, apply_plan(guest, plan(cfg, spec)))
+
+
+@pytest.fixture(scope="session")
+def baselined(guest_factory: Callable[..., Guest]) -> Iterator[Baselined]:
+    """A guest converged to the cloud-guest baseline by the real apply plan (shared)."""
+    yield from _baselined(guest_factory, "baseline-guest")
+
+
+@pytest.fixture(scope="session")
+def app_baselined(guest_factory: Callable[..., Guest]) -> Iterator[Baselined]:
+    """Another baselined guest, for the application stack (it trusts the registry stand-in,
+    which changes the Docker daemon's config the baseline tests expect unchanged)."""
+    yield from _baselined(guest_factory, "app-guest")

@@ -57,9 +57,9 @@ class AppGuest:
 
 
 @pytest.fixture(scope="module")
-def deployed(baselined: Baselined, releases: Releases) -> Iterator[AppGuest]:
-    d = deploy_app(baselined, releases)
-    yield AppGuest(baselined, d.cfg, d.users, d.release)
+def deployed(app_baselined: Baselined, releases: Releases) -> Iterator[AppGuest]:
+    d = deploy_app(app_baselined, releases)
+    yield AppGuest(app_baselined, d.cfg, d.users, d.release)
 
 
 def test_project_is_healthy_and_serves_through_the_frontend(deployed: AppGuest) -> None:

@@ -227,4 +227,5 @@ def test_steps_run_through_sudo_for_a_non_root_user(applied: Baselined) -> None:
     step = next(s for s in plan(applied.cfg, applied.spec) if s.name == "timezone")
     command = step.command("smoker")
     assert command.startswith("sudo -n sh -c ")
-    assert shlex.split(command)[-1] == step.script
+    assert shlex.split(command)[-1] == step.command("root")  # the script under the host lock
+    assert step.script in step.command("root")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import components.release as release_module
+from components.mongo_users import MongoUsersProvider
 from components.release import ReleaseProvider
 from deploy import cli
 from deploy.engine import DeployError, RollbackError
@@ -28,6 +29,7 @@ from deploy.lock import LockHeldError
 from deploy.mongo_users import connect, over_ssh
 from deploy.transport import SshTarget, SshTransport, ssh_client
 from rendering import app
+from rendering.files import app_files_plan
 from tests.harness import Guest
 from tests.tier3.app_env import SECRETS, user_props
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
@@ -143,9 +145,6 @@ def site(guest_factory: Callable[..., Guest], releases: Releases) -> Iterator[Si
         env = Baselined(guest, cfg, spec, apply_plan(guest, plan(cfg, spec)))
     prepare_guest(env, releases)
     first = release_config(cfg, releases, N)
-    from components.mongo_users import MongoUsersProvider
-    from rendering.files import app_files_plan
-
     apply_plan(guest, app_files_plan(first, spec, SECRETS))
     MongoUsersProvider().create(user_props(env, SECRETS))
     yield Site(env, releases)

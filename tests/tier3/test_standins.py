@@ -36,7 +36,7 @@ from tests.standins import StandinImages, build_standins
 pytestmark = pytest.mark.tier3
 
 VERSION = "1.0.0"
-ENV_DIR = "/etc/smart-smoker"
+ENV_DIR = "/opt/smart-smoker-dev"  # a release keeps its env files next to compose.yaml
 #: Test-only secrets: a fresh set per run, with characters that need quoting and URL-encoding.
 ROOT_PW = f"root/{secrets.token_urlsafe(12)}@%:"
 APP_PW = f"app+{secrets.token_urlsafe(12)}/?#"

@@ -42,7 +42,7 @@ PATTERNS: list[tuple[str, str]] = [
     ("backup-check", r"^a=.*gzip -t"),
     ("restore", rf"^{re.escape(BACKUP_TOOL)} restore "),
     ("backup-prune", rf"^{re.escape(BACKUP_TOOL)} prune"),
-    ("stage", r"^install -d -m 0700 "),
+    ("stage", r"^mkdir -p \S+ && install -d -m 0700 "),
     ("write", r"^umask 077 && cat > "),
     ("pull", r"^docker (pull|image inspect) "),
     ("manifest", r"^cat \S+/manifest\.json$"),
