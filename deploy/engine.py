@@ -242,9 +242,11 @@ class Engine:
         digest = content_hash(compose, spec.env_files, spec.checks)
         record["digests"] = {svc: pinned[ref] for svc, ref in service_images(spec.compose).items()}
         if live and self.manifest(live).get("content") == digest:
+            # Already the live release: `up` it anyway (a deploy that died after its `up` left
+            # other containers running), then verify; compose recreates nothing that matches.
             self._run(f"rm -rf {q(staging)}")
             record["release"] = live
-            self._timed(record, "verify", lambda: self._verify(live))
+            self._go_live(live, live, backup, record)
             record["outcome"] = "unchanged"
             return self._outcome(live, "unchanged", record)
         release_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock())) + "-" + digest

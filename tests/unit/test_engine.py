@@ -192,7 +192,24 @@ def test_same_content_again_changes_nothing(host: FakeHost, clock: Clock) -> Non
     before = host.snapshot()
     outcome = make_engine(host, clock).deploy(spec("1.0.0"))
     assert (outcome.release, outcome.outcome) == (first, "unchanged")
-    assert "up" not in host.steps and host.snapshot() == before
+    assert host.snapshot() == before  # `up` of the live release recreates nothing
+    assert host.ledger()[-1]["outcome"] == "unchanged"
+
+
+def test_same_content_again_repairs_a_host_left_between_releases(
+    host: FakeHost, clock: Clock
+) -> None:
+    first, second = deployed(host, clock, "1.0.0", "1.1.0")
+    assert make_engine(host, clock).rollback().release == first
+    host.fail("commit", drop=True)  # a rollback to 1.1.0 that died after its `up`
+    with pytest.raises(DeployError, match="connection to the host was lost"):
+        make_engine(host, clock).rollback(to=second)
+    host.reconnect()
+    HostLock(host, clock=clock.wall).break_stale(force=True)
+    assert host.containers["backend"].image == digest("backend", "1.1.0")  # not what is live
+    outcome = make_engine(host, clock).deploy(spec("1.0.0"))
+    assert (outcome.release, outcome.outcome) == (first, "unchanged")
+    assert host.containers["backend"].image == digest("backend", "1.0.0")
 
 
 def test_failed_verification_rolls_back_to_the_exact_previous_release(
