@@ -66,11 +66,13 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
                 opts,
             )
             exports[spec.name]["tailscaleUrls"] = tailscale.urls
-        AppStack(
+        app = AppStack(
             f"{spec.name}-app",
             AppStackArgs(cfg, spec, guest.connection, guest.host_key, baseline.done),
             opts,
         )
+        exports[spec.name]["release"] = app.release.releaseId
+        exports[spec.name]["digests"] = app.release.digests
 
     VzdumpJob(f"vzdump-{cfg.environment}", VzdumpJobArgs(cfg, host.provider), opts)
 

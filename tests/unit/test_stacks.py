@@ -212,6 +212,8 @@ def test_stack_outputs(dev: Synthesis, prod: Synthesis) -> None:
             "443": "https://smart-smoker-dev-cloud.tail74646.ts.net:443",
             "8443": "https://smart-smoker-dev-cloud.tail74646.ts.net:8443",
         },
+        "release": None,  # the live release and its digests: known once the Release deployed
+        "digests": None,
     }
     device = guests["virtual-smoker-device"]
     assert (device["vmid"], device["ipv4"], device["node"]) == (9001, "10.20.0.40", "pve")
