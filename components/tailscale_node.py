@@ -8,7 +8,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.guest_common import step_commands
-from rendering.tailscale import tailscale_plan
+from rendering.tailscale import serve_urls, tailscale_plan
 from stacks.config import GuestSpec, Secret
 
 
@@ -30,6 +30,5 @@ class TailscaleNode(pulumi.ComponentResource):
         assert ts is not None
         steps = tailscale_plan(args.spec, args.auth_key.reveal())
         step_commands(args.spec.name, steps, args.spec.ssh_user, args.connection, args.after, self)
-        fqdn = f"{ts.hostname}.{args.tailnet}" if args.tailnet else ts.hostname
-        self.urls = {str(m.https_port): f"https://{fqdn}:{m.https_port}" for m in ts.serve}
+        self.urls = serve_urls(ts, args.tailnet)
         self.register_outputs({"hostname": ts.hostname, "urls": self.urls})

@@ -23,6 +23,8 @@ import secrets
 import shlex
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from deploy.release import (
     COMMITTED_MARK,
     STAGING_PREFIX,
     Checks,
+    HttpCheck,
     ReleaseSpec,
     Site,
     content_hash,
@@ -96,6 +99,17 @@ def mongo_auth(transport: Transport, port: int, db_url: str) -> None:
             client.close()
 
 
+def fetch(url: str, timeout: float = 5) -> tuple[int, str]:
+    """GET `url` from here: (status, body); status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return 0, ""
+
+
 def deployer(via: str) -> str:
     """Who is deploying, for the lock and the ledger: the CI actor, else user@machine."""
     actor = os.environ.get("GITHUB_ACTOR")
@@ -116,6 +130,7 @@ class Engine:
         policy: Policy = Policy(),
         *,
         auth: Callable[[Transport, int, str], None] = mongo_auth,
+        get: Callable[[str], tuple[int, str]] = fetch,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -125,6 +140,7 @@ class Engine:
     ) -> None:
         self.cli = cli  # how an operator runs the CLI for this guest (in recovery messages)
         self.t, self.site, self.who, self.policy = transport, site, who, policy
+        self.get = get
         self.auth, self.clock, self.monotonic, self.sleep, self.log = (
             auth,
             clock,
@@ -516,16 +532,14 @@ class Engine:
         for check in checks.http:
             result = self._run(f"curl -s -m 5 -w '\\n%{{http_code}}' {q(check.url)}", timeout=30)
             body, _, code = result.stdout.rpartition("\n")
-            if code.strip() != str(check.status):
-                return f"GET {check.url} answered {code.strip() or 'nothing'}"
-            if check.json:
-                try:
-                    doc = json.loads(body)
-                except ValueError:
-                    return f"GET {check.url} did not answer JSON"
-                for key, want in check.json.items():
-                    if doc.get(key) != want:
-                        return f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}"
+            problem = _answer_problem(check, code.strip(), body)
+            if problem:
+                return problem
+        for check in checks.outside:
+            status, body = self.get(check.url)
+            problem = _answer_problem(check, str(status or ""), body)
+            if problem:
+                return f"from outside: {problem}"
         return None
 
     def _auth_problem(self, release_id: str, checks: Checks) -> str | None:
@@ -652,6 +666,20 @@ class Engine:
 
     def _run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> Any:
         return self.t.run(command, stdin=stdin, timeout=timeout)
+
+
+def _answer_problem(check: HttpCheck, code: str, body: str) -> str | None:
+    if code != str(check.status):
+        return f"GET {check.url} answered {code or 'nothing'}"
+    if check.json:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return f"GET {check.url} did not answer JSON"
+        for key, want in check.json.items():
+            if doc.get(key) != want:
+                return f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}"
+    return None
 
 
 def _tail(text: str, lines: int = 3) -> str:

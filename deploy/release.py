@@ -33,28 +33,33 @@ class HttpCheck:
 class Checks:
     """How a release is verified on the host (besides every container being healthy)."""
 
-    http: tuple[HttpCheck, ...] = ()
+    http: tuple[HttpCheck, ...] = ()  # fetched on the host (curl over the transport)
     mongo_user_env: str | None = None  # env file whose DB_URL must authenticate
     mongo_port: int = 27017
+    outside: tuple[HttpCheck, ...] = ()  # fetched from where the engine runs (Tailscale URLs)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Checks:
-        return cls(
-            tuple(
+        def http(key: str) -> tuple[HttpCheck, ...]:
+            return tuple(
                 HttpCheck(c["url"], int(c.get("status", 200)), dict(c.get("json") or {}))
-                for c in raw.get("http") or ()
-            ),
-            raw.get("mongoUserEnv"),
-            int(raw.get("mongoPort", 27017)),
+                for c in raw.get(key) or ()
+            )
+
+        return cls(
+            http("http"), raw.get("mongoUserEnv"), int(raw.get("mongoPort", 27017)), http("outside")
         )
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "http": [{"url": c.url, "status": c.status, "json": dict(c.json)} for c in self.http]
-        }
+        def http(checks: tuple[HttpCheck, ...]) -> list[dict[str, Any]]:
+            return [{"url": c.url, "status": c.status, "json": dict(c.json)} for c in checks]
+
+        out: dict[str, Any] = {"http": http(self.http)}
         if self.mongo_user_env:
             out["mongoUserEnv"] = self.mongo_user_env
             out["mongoPort"] = self.mongo_port
+        if self.outside:
+            out["outside"] = http(self.outside)
         return out
 
 

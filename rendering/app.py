@@ -18,6 +18,7 @@ from urllib.parse import quote
 import yaml
 
 from rendering.plan import Step, file_step, script
+from rendering.tailscale import serve_urls
 from stacks.config import AppSettings, GuestSpec, StackConfig
 
 SECRETS_DIR = "/etc/smart-smoker"
@@ -207,7 +208,7 @@ def release_inputs(
         "appDir": cfg.baseline.app_dir,
         "compose": compose_file(cfg, guest),
         "envFiles": release_env_files(cfg, guest, secrets),
-        "checks": release_checks(guest),
+        "checks": release_checks(cfg, guest),
         "backup": guest.kind == "lxc",  # MongoDB lives on the cloud guests
         "restoreOnRollback": deploy.rollback_restores_backup,
         "keepReleases": deploy.keep_releases,
@@ -217,10 +218,12 @@ def release_inputs(
     }
 
 
-def release_checks(guest: GuestSpec) -> dict[str, object]:
-    """What verifies a release on the guest: REFERENCE.md's health endpoints, the app user."""
+def release_checks(cfg: StackConfig, guest: GuestSpec) -> dict[str, object]:
+    """What verifies a release: REFERENCE.md's health endpoints on the guest, the app user, and
+    (with `app.deploy.verifyFromOutside`) the Tailscale URLs from where the deploy runs."""
+    checks: dict[str, object]
     if guest.kind == "lxc":
-        return {
+        checks = {
             "http": [
                 {"url": f"http://127.0.0.1:{BACKEND_PORT}/api/health", "json": {"status": "ok"}},
                 {"url": f"http://127.0.0.1:{BACKEND_PORT}/api/ready"},
@@ -229,12 +232,22 @@ def release_checks(guest: GuestSpec) -> dict[str, object]:
             "mongoUserEnv": BACKEND_ENV_FILE,  # DB_URL in it: the app user must authenticate
             "mongoPort": MONGO_PORT,
         }
-    return {
-        "http": [
-            {"url": f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health"},
-            {"url": f"http://127.0.0.1:{SMOKER_UI_PORT}/"},
-        ],
-    }
+    else:
+        checks = {
+            "http": [
+                {"url": f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health"},
+                {"url": f"http://127.0.0.1:{SMOKER_UI_PORT}/"},
+            ],
+        }
+    if cfg.app.deploy.verify_from_outside and guest.tailscale is not None:
+        urls = serve_urls(guest.tailscale, cfg.tailnet)
+        checks["outside"] = [
+            {"url": f"{urls[str(m.https_port)]}/api/health", "json": {"status": "ok"}}
+            if m.target.endswith(f":{BACKEND_PORT}")
+            else {"url": f"{urls[str(m.https_port)]}/"}
+            for m in guest.tailscale.serve
+        ]
+    return checks
 
 
 # ---------------------------------------------------------------------------------------------

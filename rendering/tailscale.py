@@ -38,6 +38,12 @@ print(status.get("BackendState", ""), me.get("HostName", ""), ",".join(sorted(me
 """
 
 
+def serve_urls(ts: TailscaleSettings, tailnet: str) -> dict[str, str]:
+    """https port -> the tailnet URL `tailscale serve` publishes it at."""
+    fqdn = f"{ts.hostname}.{tailnet}" if tailnet else ts.hostname
+    return {str(m.https_port): f"https://{fqdn}:{m.https_port}" for m in ts.serve}
+
+
 def up_flags(ts: TailscaleSettings) -> str:
     return " ".join(
         [

@@ -230,6 +230,7 @@ class DeploySettings:
     rollback_restores_backup: bool = False  # restore the pre-deploy backup when rolling back
     lock_lease_seconds: int = 120  # a deploy lock not renewed for this long is stale
     revision: str = ""  # any change redeploys, re-resolving tags (e.g. a moved `nightly`)
+    verify_from_outside: bool = False  # also GET the Tailscale URLs from where the deploy runs
 
 
 @dataclass(frozen=True)
@@ -1459,6 +1460,7 @@ def _read_deploy(node: _Node | None) -> DeploySettings:
         node.value("rollbackRestoresBackup", _bool, default=d.rollback_restores_backup),
         node.value("lockLeaseSeconds", _int, default=d.lock_lease_seconds),
         str(node.value("revision", _str, default=d.revision)),
+        node.value("verifyFromOutside", _bool, default=d.verify_from_outside),
     )
     ranges = {
         "verifyTimeoutSeconds": (settings.verify_timeout_seconds, 10, 3600, "use e.g. 300"),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -445,3 +448,54 @@ def test_history_reads_the_ledger(host: FakeHost, clock: Clock) -> None:
     deployed(host, clock, "1.0.0", "1.1.0")
     history = make_engine(host, clock).history()
     assert [r["outcome"] for r in history] == ["deployed", "deployed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks from outside (the Tailscale URLs, fetched from where the engine runs)
+
+
+class _Endpoint(http.server.BaseHTTPRequestHandler):
+    answer = (200, b'{"status": "ok"}')
+
+    def do_GET(self) -> None:
+        status, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, type[_Endpoint]]]:
+    handler = type("Endpoint", (_Endpoint,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api/health", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_outside_checks_fetch_from_here_and_roll_back_when_they_fail(
+    host: FakeHost, clock: Clock, endpoint: tuple[str, type[_Endpoint]]
+) -> None:
+    url, handler = endpoint
+    outside = Checks(
+        CHECKS.http, CHECKS.mongo_user_env, outside=(HttpCheck(url, json={"status": "ok"}),)
+    )
+
+    def with_outside(version: str) -> ReleaseSpec:
+        return ReleaseSpec(spec(version).compose, spec(version).env_files, outside)
+
+    first = make_engine(host, clock).deploy(with_outside("1.0.0")).release
+    handler.answer = (503, b'{"status": "error"}')
+    with pytest.raises(RollbackError, match=rf"from outside: GET {url} answered 503"):
+        make_engine(host, clock).deploy(with_outside("1.1.0"))  # the old release fails it too
+    handler.answer = (200, b'{"status": "ok"}')
+    assert make_engine(host, clock).status()["healthy"] is True
+    assert host.current == first

@@ -352,3 +352,18 @@ def test_the_ssh_transport_never_accepts_an_unpinned_host() -> None:
         ssh_client(SshTarget("127.0.0.1", "root", "key", port=1)),
     ):
         pass
+
+
+def test_verify_from_outside_adds_the_tailscale_urls_to_the_checks() -> None:
+    from rendering.app import release_checks
+    from tests.configs import parse, set_path, stack_raw
+
+    raw = stack_raw("prod")
+    cfg = parse(raw, "prod")
+    assert "outside" not in release_checks(cfg, cfg.guest("prod-cloud"))
+    cfg = parse(set_path(raw, "app.deploy.verifyFromOutside", True), "prod")
+    outside = release_checks(cfg, cfg.guest("prod-cloud"))["outside"]
+    assert outside == [
+        {"url": "https://smokecloud.tail74646.ts.net:443/"},
+        {"url": "https://smokecloud.tail74646.ts.net:8443/api/health", "json": {"status": "ok"}},
+    ]
