@@ -9,6 +9,7 @@ the engine rolled back, so Pulumi keeps the previous state and the next `up` ret
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pulumi
@@ -23,9 +24,9 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from deploy.engine import Engine, Policy, deployer
+from deploy.engine import Engine, Policy, deployer, over_ssh
 from deploy.release import Checks, ReleaseSpec, Site
-from deploy.transport import SshTarget, Transport, connect
+from deploy.transport import SshTarget
 
 DEPLOY_KEYS = ("project", "appDir", "compose", "envFiles", "checks", "revision")
 REQUIRED = ("host", "sshUser", "privateKey", "hostKey", "project", "appDir", "compose")
@@ -61,15 +62,16 @@ def release_spec(props: dict[str, Any]) -> ReleaseSpec:
     )
 
 
-def engine_for(props: dict[str, Any], transport: Transport, who: str) -> Engine:
+def release_engine(props: dict[str, Any], who: str) -> AbstractContextManager[Engine]:
+    """The deploy engine for the release's guest (the engine owns the SSH connection)."""
     cli = f"python -m deploy --stack {props.get('stack')} --guest {props.get('guest')}"
     site = Site(props["project"], props["appDir"])
-    return Engine(transport, site, who, _policy(props), cli=cli)
+    return over_ssh(target_of(props), site, who, _policy(props), cli=cli)
 
 
 def _deploy(props: dict[str, Any]) -> dict[str, Any]:
-    with connect(target_of(props)) as transport:
-        outcome = engine_for(props, transport, deployer("pulumi")).deploy(release_spec(props))
+    with release_engine(props, deployer("pulumi")) as engine:
+        outcome = engine.deploy(release_spec(props))
     return {
         **props,
         "releaseId": outcome.release,

@@ -25,10 +25,10 @@ from typing import Any
 
 import paramiko
 
-from deploy.engine import DeployError, Engine, Policy, deployer
+from deploy.engine import DeployError, Policy, deployer, over_ssh
 from deploy.lock import LockHeldError
 from deploy.release import Site
-from deploy.transport import SshTarget, TransportError, connect
+from deploy.transport import SshTarget, TransportError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,15 +142,10 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     out = out or sys.stdout
     guest = guest_site(args)
     cli = f"python -m deploy --stack {args.stack} --guest {args.guest}"
-    with connect(guest.target) as transport:
-        engine = Engine(
-            transport,
-            guest.site,
-            deployer("cli"),
-            guest.policy,
-            log=lambda m: print(m, file=sys.stderr),
-            cli=cli,
-        )
+    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    with over_ssh(
+        guest.target, guest.site, deployer("cli"), guest.policy, log=log, cli=cli
+    ) as engine:
         if args.command == "status":
             print(_show(engine.status(), args.json), file=out)
         elif args.command == "history":

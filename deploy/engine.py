@@ -46,7 +46,7 @@ from deploy.release import (
     repository,
     service_images,
 )
-from deploy.transport import Transport, TransportError
+from deploy.transport import SshTarget, Transport, TransportError, connect
 
 q = shlex.quote
 
@@ -680,6 +680,15 @@ def _answer_problem(check: HttpCheck, code: str, body: str) -> str | None:
             if doc.get(key) != want:
                 return f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}"
     return None
+
+
+@contextmanager
+def over_ssh(
+    target: SshTarget, site: Site, who: str, policy: Policy, **options: Any
+) -> Iterator[Engine]:
+    """The engine on one SSH connection to the guest (host key pinned)."""
+    with connect(target) as transport:
+        yield Engine(transport, site, who, policy, **options)
 
 
 def _tail(text: str, lines: int = 3) -> str:

@@ -204,8 +204,7 @@ class Prober(threading.Thread):
 
 def bench_deploy(env: Any, releases: Any) -> None:
     """Upgrade N -> N+1 and a failing N+2 with rollback, from the engine's own timings."""
-    from components.release import engine_for, release_spec
-    from deploy.transport import connect
+    from components.release import release_engine, release_spec
     from tests.tier3.app_env import SECRETS
     from tests.tier3.release_env import N1, N2, release_config, release_props
 
@@ -216,8 +215,7 @@ def bench_deploy(env: Any, releases: Any) -> None:
     prober = Prober(upgrade, SECRETS.mongo_root_password)
     prober.start()
     prober.ready.wait(60)
-    with connect(target_of(upgrade)) as transport:
-        engine = engine_for(upgrade, transport, "bench")
+    with release_engine(upgrade, "bench") as engine:
         t = engine.deploy(release_spec(upgrade)).timings
         prober.stop.set()
         prober.join(30)

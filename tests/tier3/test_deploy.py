@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-import components.release as release_module
+import deploy.engine as engine_module
 from components.mongo_users import MongoUsersProvider
 from components.release import ReleaseProvider
 from deploy import cli
@@ -285,7 +285,7 @@ def test_7_a_dropped_connection_leaves_a_stale_lock_the_next_deploy_recovers_fro
     before = site.current()
     props = site.props(N1, lockLeaseSeconds=3)
     with monkeypatch.context() as patch:
-        patch.setattr(release_module, "connect", dropping)
+        patch.setattr(engine_module, "connect", dropping)
         with pytest.raises(DeployError, match="connection to the host was lost"):
             deploy(props, site.state)
     assert site.current() == before

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import deploy.engine as engine_module
 from deploy import cli
 from deploy.transport import SshTarget
 from tests.unit.fake_host import FakeHost
-from tests.unit.test_engine import Clock, digest, make_engine, spec
+from tests.unit.test_engine import Clock, fake_host, make_engine, spec
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHbMWXbmZq4rCkHXHnNaV9zHPkmh0Z3FmQ9YV8oL6yGZ"
 
@@ -60,12 +61,7 @@ def test_the_host_key_comes_from_known_hosts(tmp_path: Path) -> None:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     """The CLI's connection leads to a fake host that has two releases deployed."""
-    from tests.unit.test_engine import REG, VERSIONS
-
-    registry = {f"{REG}/mongo:7.0": digest("mongo", "7.0")}
-    for v in VERSIONS:
-        registry.update({f"{REG}/{n}:{v}": digest(n, v) for n in ("backend", "frontend")})
-    host = FakeHost(registry=registry)
+    host = fake_host()
     clock = Clock()
     for version in ("1.0.0", "1.1.0"):
         clock.t += 60
@@ -76,8 +72,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
         assert (target.host, target.host_key, target.private_key) == ("10.20.0.20", HOST_KEY, "KEY")
         yield host
 
-    monkeypatch.setattr(cli, "connect", connect)
-    monkeypatch.setattr(cli, "Engine", lambda *a, **k: make_engine(host, clock))
+    monkeypatch.setattr(engine_module, "connect", connect)
+    monkeypatch.setattr(engine_module, "Engine", lambda *a, **k: make_engine(host, clock))
     return host
 
 

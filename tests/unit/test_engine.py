@@ -62,12 +62,17 @@ class Clock:
         return 1_800_000_000 + self.t
 
 
-@pytest.fixture
-def host() -> FakeHost:
+def fake_host() -> FakeHost:
+    """A host whose registry has every version; 1.2.0's backend never becomes healthy."""
     registry = {f"{REG}/mongo:7.0": digest("mongo", "7.0")}
     for v in VERSIONS:
         registry.update({f"{REG}/{n}:{v}": digest(n, v) for n in ("backend", "frontend")})
     return FakeHost(registry=registry, broken={digest("backend", "1.2.0")})
+
+
+@pytest.fixture
+def host() -> FakeHost:
+    return fake_host()
 
 
 @pytest.fixture

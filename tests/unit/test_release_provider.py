@@ -10,20 +10,16 @@ from typing import Any
 import pytest
 
 import components.release as release
+import deploy.engine as engine_module
 from deploy.engine import DeployError, Engine
 from deploy.transport import SshTarget
 from tests.unit.fake_host import APP_DIR, PROJECT, FakeHost
-from tests.unit.test_engine import CHECKS, Clock, compose, digest, spec
+from tests.unit.test_engine import CHECKS, Clock, compose, digest, fake_host, spec
 
 
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
-    from tests.unit.test_engine import REG, VERSIONS
-
-    registry = {f"{REG}/mongo:7.0": digest("mongo", "7.0")}
-    for v in VERSIONS:
-        registry.update({f"{REG}/{n}:{v}": digest(n, v) for n in ("backend", "frontend")})
-    fake = FakeHost(registry=registry, broken={digest("backend", "1.2.0")})
+    fake = fake_host()
     fake.connections = 0  # type: ignore[attr-defined]
     clock = Clock()
 
@@ -41,8 +37,8 @@ def host(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
             )
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(release, "connect", connect)
-    monkeypatch.setattr(release, "Engine", TestEngine)
+    monkeypatch.setattr(engine_module, "connect", connect)
+    monkeypatch.setattr(engine_module, "Engine", TestEngine)
     return fake
 
 
