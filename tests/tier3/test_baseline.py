@@ -110,6 +110,8 @@ def test_fail2ban_bans_after_three_failures_and_unban_lifts_it(applied: Baseline
         "timeout 30 sh -c 'until fail2ban-client get sshd banned | grep -q "
         f"{client_ip}; do sleep 0.5; done'"
     )
+    # the ban is recorded before its action has inserted the ufw rule: wait for the rule
+    guest.run(f"timeout 30 sh -c 'until ufw status | grep -q {client_ip}; do sleep 0.2; done'")
     assert guest.from_client('nc -z -w 3 "$GUEST" 22', check=False).returncode != 0
     guest.run(f"fail2ban-client set sshd unbanip {client_ip}")
     assert client_ip not in guest.run("fail2ban-client get sshd banned").stdout
