@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from tests.harness import Engine, Guest, HarnessError
+from tests.harness.engine import poll_until
 
 from .server import DIGEST_RE, MANIFEST_TYPES, Registry
 
@@ -99,16 +99,6 @@ def resolve_digest(guest: Guest, registry_address: str, repo: str, tag: str) -> 
     return digest
 
 
-def _poll(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while not probe():
-        if time.monotonic() > deadline:
-            raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
-
-
 def trust_registry(guest: Guest, address: str) -> None:
     """Add ``address`` to the guest daemon's ``insecure-registries`` (keeping the rest of
     /etc/docker/daemon.json) and restart docker until it reports the registry as insecure."""
@@ -129,4 +119,4 @@ def trust_registry(guest: Guest, address: str) -> None:
         ).stdout
         return out.startswith("{") and json.loads(out).get(address, {}).get("Secure") is False
 
-    _poll(insecure, 60, f"the guest's dockerd to treat {address} as insecure")
+    poll_until(insecure, timeout=60, what=f"the guest's dockerd to treat {address} as insecure")

@@ -18,8 +18,8 @@ from tests.tier3.baseline_env import Baselined, apply_plan
 from tests.tier3.release_env import (
     N,
     Releases,
+    connection_props,
     deploy,
-    host_key,
     prepare_guest,
     release_config,
     release_props,
@@ -41,11 +41,7 @@ class Deployed:
 
 def user_props(env: Baselined, secrets: app.AppSecrets) -> dict[str, Any]:
     return {
-        "host": env.guest.host,
-        "sshUser": "root",
-        "sshPort": 22,
-        "hostKey": host_key(env.guest),
-        "privateKey": env.guest.private_key(),
+        **connection_props(env.guest),
         "mongoPort": app.MONGO_PORT,
         "adminUser": app.MONGO_ADMIN_USER,
         "adminPassword": secrets.mongo_root_password,

@@ -80,17 +80,24 @@ def host_key(guest: Guest) -> str:
     )
 
 
+def connection_props(guest: Guest) -> dict[str, Any]:
+    """How the dynamic providers reach the test guest (root, its pinned host key)."""
+    return {
+        "host": guest.host,
+        "sshUser": "root",
+        "sshPort": 22,
+        "hostKey": host_key(guest),
+        "privateKey": guest.private_key(),
+    }
+
+
 def release_props(
     env: Baselined, cfg: StackConfig, secrets: app.AppSecrets, **overrides: Any
 ) -> dict[str, Any]:
     """The Release's inputs as AppStack gives them, for the test guest."""
     return {
         **app.release_inputs(cfg, env.spec, secrets),
-        "host": env.guest.host,
-        "sshUser": "root",
-        "sshPort": 22,
-        "hostKey": host_key(env.guest),
-        "privateKey": env.guest.private_key(),
+        **connection_props(env.guest),
         **overrides,
     }
 

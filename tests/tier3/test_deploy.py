@@ -22,7 +22,7 @@ import pytest
 
 import deploy.engine as engine_module
 from components.mongo_users import MongoUsersProvider
-from components.release import ReleaseProvider
+from components.release import ReleaseProvider, target_of
 from deploy import cli
 from deploy.engine import DeployError, RollbackError
 from deploy.lock import LockHeldError
@@ -31,6 +31,7 @@ from deploy.transport import SshTarget, SshTransport, ssh_client
 from rendering import app
 from rendering.files import app_files_plan
 from tests.harness import Guest
+from tests.harness.engine import poll_until
 from tests.tier3.app_env import SECRETS, user_props
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
 from tests.tier3.release_env import (
@@ -38,6 +39,7 @@ from tests.tier3.release_env import (
     N2,
     N,
     Releases,
+    connection_props,
     deploy,
     host_key,
     prepare_guest,
@@ -93,9 +95,7 @@ class Site:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def target(self) -> SshTarget:
-        return SshTarget(
-            self.guest.host, "root", self.guest.private_key(), host_key=host_key(self.guest)
-        )
+        return target_of(connection_props(self.guest))
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         """`python -m deploy --stack dev --guest dev-cloud ARGS` against the test guest."""
@@ -148,16 +148,6 @@ def site(guest_factory: Callable[..., Guest], releases: Releases) -> Iterator[Si
     apply_plan(guest, app_files_plan(first, spec, SECRETS))
     MongoUsersProvider().create(user_props(env, SECRETS))
     yield Site(env, releases)
-
-
-def wait_for(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while not probe():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
 
 
 def test_1_first_deploy_of_n(site: Site) -> None:
@@ -244,13 +234,13 @@ def test_6_two_deploys_at_once_the_second_fails_naming_the_first(site: Site) -> 
     thread = threading.Thread(target=first)
     thread.start()
     try:
-        wait_for(
+        poll_until(
             lambda: (
                 site.run("cat /run/lock/smart-smoker-deploy/owner.json", check=False).returncode
                 == 0
             ),
-            60,
-            "the first deploy to take the lock",
+            timeout=60,
+            what="the first deploy to take the lock",
         )
         started = time.monotonic()
         code, _, err = site.cli("rollback")
@@ -292,7 +282,7 @@ def test_7_a_dropped_connection_leaves_a_stale_lock_the_next_deploy_recovers_fro
     assert [d for d in site.release_dirs() if d.startswith(".staging-")]  # half-staged
     with pytest.raises(LockHeldError):
         deploy(props, site.state)
-    wait_for(lambda: "STALE" in site.cli("lock", "status")[1], 30, "the lease to run out")
+    poll_until(lambda: "STALE" in site.cli("lock", "status")[1], timeout=30, what="a stale lease")
     with pytest.raises(LockHeldError, match=r"STALE .*lock break"):
         deploy(props, site.state)
     code, out, _ = site.cli("lock", "break")
