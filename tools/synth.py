@@ -119,6 +119,16 @@ class Resource:
     ignore_changes: list[str]
     depends_on: list[str]
     inputs: dict[str, Any]
+    delete_before_replace: bool = False
+    deleted_with: str | None = None
+    replace_with: list[str] = field(default_factory=list)
+    aliases: list[dict[str, Any]] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    additional_secret_outputs: list[str] = field(default_factory=list)
+    retain_on_delete: bool = False
+    # The inputs exactly as the engine receives them (protobuf Struct: numbers are doubles,
+    # secrets and unknowns in Pulumi's wire encoding). In memory only, never written out.
+    wire_inputs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -130,6 +140,12 @@ class Resource:
             "protect": self.protect,
             "ignoreChanges": self.ignore_changes,
             "dependsOn": self.depends_on,
+            "deleteBeforeReplace": self.delete_before_replace,
+            "deletedWith": self.deleted_with,
+            "replaceWith": self.replace_with,
+            "aliases": self.aliases,
+            "additionalSecretOutputs": self.additional_secret_outputs,
+            "retainOnDelete": self.retain_on_delete,
             "inputs": self.inputs,
         }
 
@@ -175,6 +191,16 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     ignore_changes=list(request.ignoreChanges),
                     depends_on=sorted(request.dependencies),
                     inputs=_mark(json_format.MessageToDict(request.object)),
+                    delete_before_replace=bool(request.deleteBeforeReplace),
+                    deleted_with=request.deletedWith or None,
+                    replace_with=sorted(request.replace_with),
+                    aliases=[json_format.MessageToDict(a) for a in request.aliases],
+                    property_dependencies={
+                        key: sorted(deps.urns) for key, deps in request.propertyDependencies.items()
+                    },
+                    additional_secret_outputs=sorted(request.additionalSecretOutputs),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    wire_inputs=json_format.MessageToDict(request.object),
                 )
             )
         return response
