@@ -150,7 +150,7 @@ def test_credentials_and_keys_are_secret(dev: Synthesis, prod: Synthesis) -> Non
 def test_api_token_is_used_and_secret_when_no_password(dev: Synthesis) -> None:
     from tests.configs import set_path, stack_raw
 
-    raw = set_path(stack_raw("prod"), "guests.prod-cloud.features", {"keyctl": False})
+    raw = set_path(stack_raw("prod"), "guests.prod-cloud.features", {"keyctl": False, "tun": False})
     raw = set_path(raw, "proxmoxPassword", None)
     raw = set_path(raw, "proxmoxApiToken", "ci@pve!deploy=0000-1111", secret=True)
     (provider,) = synthesize("prod", *raw).by_type("pulumi:providers:proxmoxve")
@@ -265,7 +265,8 @@ def test_vm_steps_run_through_sudo_as_the_cloud_init_user(dev: Synthesis) -> Non
     assert not dev.one(COMMAND, "dev-cloud-sshd-config").inputs["create"].startswith("sudo")
 
 
-MONGO_USERS = RELEASE = "pulumi-python:dynamic:Resource"
+MONGO_USERS = "pulumi-python:dynamic/app:MongoUsers"
+RELEASE = "pulumi-python:dynamic/app:Release"
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
