@@ -368,3 +368,18 @@ def test_verify_from_outside_adds_the_tailscale_urls_to_the_checks() -> None:
         {"url": "https://smokecloud.tail74646.ts.net:443/"},
         {"url": "https://smokecloud.tail74646.ts.net:8443/api/health", "json": {"status": "ok"}},
     ]
+
+
+def test_the_nat_step_pins_the_node_host_key(dev: Synthesis) -> None:
+    from tests.configs import set_path, stack_raw
+    from tests.sdk.test_engine_rules import connection
+    from tools.synth import SYNTH_HOST_KEY
+
+    seen = dev.one(COMMAND, "proxmox-node-host-key")
+    nat = dev.one(COMMAND, "proxmox-guest-nat")
+    assert connection(seen).get("hostKey") is None  # trust on first use, read-only
+    assert connection(nat)["hostKey"] == SYNTH_HOST_KEY and seen.urn in nat.depends_on
+    configured = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINodeHostKeyFromConfig0000000000000000000"
+    pinned = synthesize("dev", *set_path(stack_raw("dev"), "proxmox.sshHostKey", configured))
+    assert not [r for r in pinned.by_type(COMMAND) if r.name == "proxmox-node-host-key"]
+    assert connection(pinned.one(COMMAND, "proxmox-guest-nat"))["hostKey"] == configured
