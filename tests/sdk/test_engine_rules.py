@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.configs import set_path, stack_raw
+from tests.sdk.wire import connection, revealed
 from tools.synth import REPO, Resource, Synthesis, synthesize
 
 LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
@@ -152,24 +152,6 @@ def test_every_resource_with_a_pinned_identity_is_replaced_delete_first(
     assert {r.type for _, r, _ in pinned} >= {LXC, VM, COMMAND}
     for stack, r, why in pinned:
         assert r.delete_before_replace, f"{stack}: {r.name} ({why}) is not deleteBeforeReplace"
-
-
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-
-
-def revealed(value: Any) -> Any:
-    """Wire inputs with every secret unwrapped (the connection as a whole is secret)."""
-    if isinstance(value, dict):
-        if SECRET_SIG in value.values():
-            return revealed(value["value"])
-        return {key: revealed(v) for key, v in value.items()}
-    if isinstance(value, list):
-        return [revealed(v) for v in value]
-    return value
-
-
-def connection(r: Resource) -> dict[str, Any]:
-    return revealed(r.wire_inputs.get("connection")) or {}
 
 
 def connects_to(r: Resource) -> str | None:

@@ -372,7 +372,7 @@ def test_verify_from_outside_adds_the_tailscale_urls_to_the_checks() -> None:
 
 def test_the_nat_step_pins_the_node_host_key(dev: Synthesis) -> None:
     from tests.configs import set_path, stack_raw
-    from tests.sdk.test_engine_rules import connection
+    from tests.sdk.wire import connection
     from tools.synth import SYNTH_HOST_KEY
 
     seen = dev.one(COMMAND, "proxmox-node-host-key")
