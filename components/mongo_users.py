@@ -66,8 +66,8 @@ class MongoUsersProvider(ResourceProvider):
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures = [
             CheckFailure(key, f"{key} is required")
-            for key in ("host", "sshUser", "privateKey", "adminUser", "adminPassword", "users")
-            if not news.get(key)
+            for key in (*CONNECTION_KEYS, *USER_KEYS)
+            if key != "sshPort" and not news.get(key)
         ]
         return CheckResult(news, failures)
 

@@ -92,7 +92,7 @@ class ReleaseProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        inputs = [key for key in news if key not in OUTPUTS]
+        inputs = (set(olds) | set(news)) - set(OUTPUTS)  # an input the program dropped counts too
         changed = [key for key in inputs if olds.get(key) != news.get(key)]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 

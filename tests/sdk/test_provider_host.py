@@ -40,7 +40,16 @@ USERS = "dev-cloud-mongo-users"
 BOTH = [RELEASE, USERS]
 REQUIRED = {
     RELEASE: ["host", "sshUser", "privateKey", "hostKey", "project", "appDir", "compose"],
-    USERS: ["host", "sshUser", "privateKey", "adminUser", "adminPassword", "users"],
+    USERS: [
+        "host",
+        "sshUser",
+        "privateKey",
+        "hostKey",
+        "mongoPort",
+        "adminUser",
+        "adminPassword",
+        "users",
+    ],
 }
 
 
@@ -216,18 +225,7 @@ def test_check_passes_the_exact_wire_inputs(
 
 @pytest.mark.parametrize(
     ("name", "key"),
-    [(name, key) for name in BOTH for key in REQUIRED[name]]
-    + [
-        pytest.param(
-            USERS,
-            "hostKey",
-            marks=pytest.mark.xfail(
-                reason="MongoUsersProvider.check does not require hostKey (it fails later, "
-                "at connect: 'no pinned host key')",
-                strict=False,
-            ),
-        )
-    ],
+    [(name, key) for name in BOTH for key in REQUIRED[name]],
 )
 def test_check_fails_naming_a_missing_key(
     host: ProviderHost, synthesis: Synthesis, name: str, key: str
@@ -327,11 +325,6 @@ def test_a_connection_only_update_of_the_release_returns_new_state_and_connects_
     assert outs == {**news, **{key: state[key] for key in RELEASE_OUTPUTS}}
 
 
-@pytest.mark.xfail(
-    reason="MongoUsersProvider.diff ignores connection changes: the engine then keeps the old "
-    "outputs (old host, hostKey, privateKey), which refresh (Read) and Delete connect with",
-    strict=False,
-)
 def test_a_connection_only_change_of_the_mongo_users_is_recorded_without_connecting(
     host: ProviderHost, synthesis: Synthesis
 ) -> None:
@@ -377,10 +370,6 @@ def test_reading_and_deleting_the_release_touch_no_host(
     assert listener.connections == 0
 
 
-@pytest.mark.xfail(
-    reason="MongoUsersProvider.delete drops the application user (being made a no-op)",
-    strict=False,
-)
 def test_deleting_the_mongo_users_drops_nothing(host: ProviderHost, synthesis: Synthesis) -> None:
     res = resource(synthesis, USERS)
     with Listener() as listener:

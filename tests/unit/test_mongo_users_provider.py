@@ -14,7 +14,7 @@ PROPS: dict[str, Any] = {
     "host": "10.20.0.20",
     "sshUser": "root",
     "sshPort": 22,
-    "hostKey": "",
+    "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGuestHostKey",
     "privateKey": "KEY",
     "mongoPort": 27017,
     "adminUser": "admin",
