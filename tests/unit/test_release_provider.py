@@ -141,3 +141,9 @@ def test_delete_leaves_the_services_running(host: FakeHost) -> None:
 def test_check_names_missing_inputs() -> None:
     result = release.ReleaseProvider().check({}, {"host": "h"})
     assert {f.property for f in result.failures or []} >= {"compose", "hostKey", "privateKey"}
+
+
+def test_an_input_the_program_no_longer_sends_is_a_change() -> None:
+    olds = {**props("1.0.0"), "revision": "abc123"}
+    news = {k: v for k, v in props("1.0.0").items() if k != "revision"}
+    assert release.ReleaseProvider().diff("id", olds, news).changes
