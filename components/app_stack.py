@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
 
-from components.guest_common import step_commands
+from components.guest_common import GuestAccess, step_commands
 from components.mongo_users import MongoUsers
 from components.release import Release
 from rendering import app
@@ -19,9 +18,11 @@ from stacks.config import GuestSpec, StackConfig
 class AppStackArgs:
     config: StackConfig
     spec: GuestSpec
-    connection: remote.ConnectionArgs
-    host_key: pulumi.Input[str]  # pinned by the guest's readiness gate
-    after: pulumi.Resource  # the guest baseline (Docker, users, directories)
+    access: GuestAccess
+    # the guest baseline (Docker, users, directories) and, on a tailnet guest, Tailscale: its
+    # `up` may rewrite resolv.conf (accept-dns), so no image pull runs beside it, and the
+    # serve mappings exist before a release is verified through them (verifyFromOutside)
+    after: pulumi.Resource
 
 
 def app_secrets(cfg: StackConfig) -> app.AppSecrets:
@@ -42,18 +43,14 @@ class AppStack(pulumi.ComponentResource):
         super().__init__("smoker:app:AppStack", name, None, opts)
         cfg, spec = args.config, args.spec
         secrets = app_secrets(cfg) if spec.kind == "lxc" else None
+        access = args.access
         files = step_commands(
-            spec.name,
-            app_files_plan(cfg, spec, secrets),
-            spec.ssh_user,
-            args.connection,
-            args.after,
-            self,
+            spec.name, app_files_plan(cfg, spec, secrets), spec.ssh_user, access, args.after, self
         )
         ready_for_app: pulumi.Resource = files[-1]
         if secrets is not None:
-            ready_for_app = self._users(cfg, spec, secrets, args.host_key, files[-1])
-        self.release = self._release(cfg, spec, secrets, args.host_key, ready_for_app)
+            ready_for_app = self._users(cfg, spec, secrets, access, files[-1])
+        self.release = self._release(cfg, spec, secrets, access, ready_for_app)
         self.register_outputs(
             {"project": app.project_name(cfg, spec), "release": self.release.releaseId}
         )
@@ -63,7 +60,7 @@ class AppStack(pulumi.ComponentResource):
         cfg: StackConfig,
         spec: GuestSpec,
         secrets: app.AppSecrets | None,
-        host_key: pulumi.Input[str],
+        access: GuestAccess,
         after: pulumi.Resource,
     ) -> Release:
         """The safe deploy of the project: backup, stage, pull by digest, up, verify, commit."""
@@ -75,11 +72,11 @@ class AppStack(pulumi.ComponentResource):
                 "host": spec.ssh_host,
                 "sshUser": spec.ssh_user,
                 "sshPort": 22,
-                "hostKey": host_key,
+                "hostKey": access.host_key,
                 "privateKey": pulumi.Output.secret(cfg.secrets.guest_ssh_private_key.reveal()),
                 "envFiles": pulumi.Output.secret(inputs["envFiles"]),
             },
-            pulumi.ResourceOptions(parent=self, depends_on=[after]),
+            access.configures(parent=self, depends_on=[after]),
         )
 
     def _users(
@@ -87,7 +84,7 @@ class AppStack(pulumi.ComponentResource):
         cfg: StackConfig,
         spec: GuestSpec,
         secrets: app.AppSecrets,
-        host_key: pulumi.Input[str],
+        access: GuestAccess,
         after: pulumi.Resource,
     ) -> MongoUsers:
         """Admin and application users, converged after MongoDB is up and before the backend."""
@@ -97,7 +94,7 @@ class AppStack(pulumi.ComponentResource):
                 "host": spec.ssh_host,
                 "sshUser": spec.ssh_user,
                 "sshPort": 22,
-                "hostKey": host_key,
+                "hostKey": access.host_key,
                 "privateKey": pulumi.Output.secret(cfg.secrets.guest_ssh_private_key.reveal()),
                 "mongoPort": app.MONGO_PORT,
                 "adminUser": app.MONGO_ADMIN_USER,
@@ -112,5 +109,5 @@ class AppStack(pulumi.ComponentResource):
                     ]
                 ),
             },
-            pulumi.ResourceOptions(parent=self, depends_on=[after]),
+            access.configures(parent=self, depends_on=[after]),
         )

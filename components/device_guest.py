@@ -5,7 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
-from components.guest_common import GuestArgs, guest_access, guest_outputs
+from components.guest_common import GuestAccess, GuestArgs, guest_access, guest_outputs
 
 # cloud-init applies the user account on first boot only; later key changes converge through
 # the guest baseline, so they must not rebuild the cloud-init drive (or the VM).
@@ -14,7 +14,7 @@ _CREATION_ONLY = ["initialization.userAccount"]
 
 class DeviceGuest(pulumi.ComponentResource):
     vm: proxmoxve.VmLegacy
-    ready: pulumi.Resource
+    access: GuestAccess
 
     def __init__(
         self, name: str, args: GuestArgs, opts: pulumi.ResourceOptions | None = None
@@ -85,13 +85,10 @@ class DeviceGuest(pulumi.ComponentResource):
                 protect=spec.protect,
                 ignore_changes=_CREATION_ONLY,
                 depends_on=host.guest_dependencies,
+                # the VMID is pinned: a replacement created first would collide with the old one
+                delete_before_replace=True,
             ),
         )
-        access = guest_access(name, args, self.vm, self)
-        self.ready, self.connection, self.host_key = (
-            access.ready,
-            access.connection,
-            access.host_key,
-        )
+        self.access = guest_access(name, args, self.vm, self)
         self.outputs = guest_outputs(spec, args.proxmox)
         self.register_outputs(self.outputs)

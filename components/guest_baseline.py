@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
 
-from components.guest_common import step_commands
+from components.guest_common import GuestAccess, step_commands
 from rendering.baseline import baseline_plan
 from stacks.config import GuestSpec, StackConfig
 
@@ -16,8 +15,7 @@ from stacks.config import GuestSpec, StackConfig
 class GuestBaselineArgs:
     config: StackConfig
     spec: GuestSpec
-    connection: remote.ConnectionArgs
-    ready: pulumi.Resource
+    access: GuestAccess
 
 
 class GuestBaseline(pulumi.ComponentResource):
@@ -28,8 +26,9 @@ class GuestBaseline(pulumi.ComponentResource):
     ) -> None:
         super().__init__("smoker:guest:GuestBaseline", name, None, opts)
         steps = baseline_plan(args.config, args.spec)
+        access = args.access
         commands = step_commands(
-            args.spec.name, steps, args.spec.ssh_user, args.connection, args.ready, self
+            args.spec.name, steps, args.spec.ssh_user, access, access.ready, self
         )
         self.done = commands[-1]
         self.register_outputs({"steps": [s.name for s in steps]})

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi_command import remote
 
 from components.proxmox_host import ProxmoxHost
-from rendering.plan import Step
+from rendering.plan import HOST_KEY_FILE, Step, host_key_of
 from stacks.config import GuestSpec, NetworkSettings, ProxmoxSettings, Secret
 
 PER_DIAL_TIMEOUT_SECONDS = 10
+# pulumi-command retries a refused dial with a backoff capped at 5 s (connection.go,
+# dialWithRetry over retry.Until), so a dial limit is not a deadline: 60 refusals end after
+# about 4.3 minutes, 60 timeouts after 15. The readiness gate dials without a limit and gets its
+# deadline from customTimeouts, which the provider turns into the context that ends the retries
+# (pulumi-go-provider middleware/cancel). Later steps meet a guest that is already up: they ride
+# out a short blip with a fixed limit, the same whatever the readiness deadline is, so changing
+# `readinessTimeoutSeconds` does not change (and re-run) every step.
+UNLIMITED_DIALS = -1
+STEP_DIAL_ERROR_LIMIT = 30
 
 
 @dataclass(frozen=True)
@@ -26,16 +36,13 @@ class GuestArgs:
     readiness_timeout_seconds: int
 
 
-HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
-
-
 def guest_connection(
     guest: GuestSpec,
     private_key: Secret,
-    deadline_seconds: int,
     host_key: pulumi.Input[str] | None = None,
+    dial_error_limit: int = STEP_DIAL_ERROR_LIMIT,
 ) -> remote.ConnectionArgs:
-    """SSH to a guest; dial retries sized so a fresh guest gets `deadline_seconds` to boot."""
+    """SSH to a guest as its configured user, pinning `host_key` when it is given."""
     return remote.ConnectionArgs(
         host=guest.ssh_host,
         port=22,
@@ -43,7 +50,7 @@ def guest_connection(
         private_key=pulumi.Output.secret(private_key.reveal()),
         host_key=host_key,
         per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
-        dial_error_limit=max(10, deadline_seconds // PER_DIAL_TIMEOUT_SECONDS),
+        dial_error_limit=dial_error_limit,
     )
 
 
@@ -58,21 +65,26 @@ def readiness_command(kind: str, deadline_seconds: int) -> str:
     return f"timeout {deadline_seconds} sh -c {shlex.quote(wait)} && cat {HOST_KEY_FILE}"
 
 
-def host_key_of(readiness_stdout: str) -> str:
-    """`type base64` from the readiness output (the last line: the guest's ed25519 host key)."""
-    lines = (readiness_stdout or "").strip().splitlines()
-    if not lines or not lines[-1].startswith("ssh-ed25519 "):
-        raise ValueError(f"the readiness check printed no ed25519 host key: {readiness_stdout!r}")
-    return " ".join(lines[-1].split()[:2])
-
-
 @dataclass
 class GuestAccess:
-    """The readiness gate, and the connection every later step uses (host key pinned)."""
+    """What configures a guest: its Proxmox resource, the readiness gate, and the connection
+    every later step uses (host key pinned)."""
 
+    machine: pulumi.CustomResource
     ready: remote.Command
     connection: remote.ConnectionArgs
     host_key: pulumi.Output[str]
+
+    def configures(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        """Options for a resource that configures this guest.
+
+        `deleted_with` ties it to the guest's lifetime: the engine replaces it whenever the guest
+        is replaced (step_generator.go: "its DeletedWith resource is being replaced"), so a
+        rebuilt guest converges fully in the same `pulumi up`, even though its ID (the pinned
+        VMID) never changes; and its own delete is skipped when the guest goes (step.go,
+        isDeletedWith), so nothing talks to a guest that is being destroyed.
+        """
+        return pulumi.ResourceOptions(deleted_with=self.machine, **kwargs)
 
 
 def guest_access(
@@ -88,13 +100,19 @@ def guest_access(
     pinned for everything after, so a later man-in-the-middle is refused.
     """
     spec, deadline = args.spec, args.readiness_timeout_seconds
-    first = guest_connection(spec, args.private_key, deadline, spec.ssh_host_key)
+    first = guest_connection(
+        spec, args.private_key, spec.ssh_host_key, dial_error_limit=UNLIMITED_DIALS
+    )
     ready = remote.Command(
         f"{name}-ready",
         connection=first,
         create=readiness_command(spec.kind, deadline),
-        triggers=[guest_resource.id],
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[guest_resource]),
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=[guest_resource],
+            deleted_with=guest_resource,
+            custom_timeouts=pulumi.CustomTimeouts(create=f"{deadline}s", update=f"{deadline}s"),
+        ),
     )
     host_key = (
         pulumi.Output.from_input(spec.ssh_host_key)
@@ -102,7 +120,7 @@ def guest_access(
         else ready.stdout.apply(host_key_of)
     )
     return GuestAccess(
-        ready, guest_connection(spec, args.private_key, deadline, host_key), host_key
+        guest_resource, ready, guest_connection(spec, args.private_key, host_key), host_key
     )
 
 
@@ -120,14 +138,15 @@ def step_commands(
     guest_name: str,
     steps: list[Step],
     user: str,
-    connection: remote.ConnectionArgs,
+    access: GuestAccess,
     after: pulumi.Resource,
     parent: pulumi.Resource,
 ) -> list[remote.Command]:
     """One remote command per apply-plan step, run in order after `after`.
 
-    Steps re-run when their script or stdin change, and all of them when `after` is replaced
-    (a rebuilt guest). A step whose stdin is secret keeps stdin and output secret and unlogged.
+    Steps re-run when their script or stdin change, all of them when `after` is replaced, and
+    all of them when the guest is rebuilt (`GuestAccess.configures`). A step whose stdin is
+    secret keeps stdin and output secret and unlogged.
     """
     commands: list[remote.Command] = []
     previous = after
@@ -137,13 +156,13 @@ def step_commands(
             stdin = pulumi.Output.secret(step.stdin)
         previous = remote.Command(
             f"{guest_name}-{step.name}",
-            connection=connection,
+            connection=access.connection,
             create=step.command(user),
             stdin=stdin,
             triggers=[after.id],  # type: ignore[attr-defined]
             add_previous_output_in_env=False,
             logging=remote.Logging.NONE if step.secret else remote.Logging.STDOUT_AND_STDERR,
-            opts=pulumi.ResourceOptions(
+            opts=access.configures(
                 parent=parent,
                 depends_on=[previous],
                 additional_secret_outputs=["stdin", "stdout", "stderr"] if step.secret else None,

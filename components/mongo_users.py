@@ -2,8 +2,11 @@
 
 The provider converts Pulumi's property dicts to the deploy layer's types and back; the SSH
 tunnel and pymongo live in `deploy.mongo_users`. It keeps nothing on the instance (no clients,
-no credentials), implements `update` (rotation), `read` (drift) and `delete` (the application
-user only: the admin is never dropped).
+no credentials), implements `update` (rotation; a change of connection only updates the state
+without touching MongoDB), `read` (drift), and a `delete` that drops nothing: removing the
+resource (a rename without an alias, a refactor, the guest going away) must never drop a user
+the backend still logs in with. A user is dropped only by an update that removes it from
+`users`.
 """
 
 from __future__ import annotations
@@ -22,10 +25,14 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from components.release import UNTYPED_DYNAMIC_ALIAS
 from deploy import mongo_users
 from deploy.transport import SshTarget
 
 SECRET_OUTPUTS = ["adminPassword", "users", "privateKey"]
+# How to reach MongoDB; a change of these alone touches nothing in it.
+CONNECTION_KEYS = ("host", "sshUser", "sshPort", "hostKey", "privateKey", "mongoPort")
+USER_KEYS = ("adminUser", "adminPassword", "users")
 
 
 def _target(props: dict[str, Any]) -> SshTarget:
@@ -65,12 +72,8 @@ class MongoUsersProvider(ResourceProvider):
         return CheckResult(news, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changes = []
-        if olds.get("adminPassword") != news.get("adminPassword"):
-            changes.append("adminPassword")
-        if olds.get("users") != news.get("users"):
-            changes.append("users")
-        return DiffResult(changes=bool(changes), replaces=[], delete_before_replace=False)
+        changed = [key for key in (*CONNECTION_KEYS, *USER_KEYS) if olds.get(key) != news.get(key)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         done = mongo_users.apply_users(
@@ -83,6 +86,9 @@ class MongoUsersProvider(ResourceProvider):
         return CreateResult(f"mongo-users-{props['host']}", {**props, "result": done})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if all(olds.get(key) == news.get(key) for key in USER_KEYS):
+            # a new key, host key, address or port: later refreshes use it; MongoDB is untouched
+            return UpdateResult({**news, "result": olds.get("result")})
         old_users = {u.name: u for u in _users(olds)}
         pairs = [
             (u, u.name not in old_users or old_users[u.name].password != u.password)
@@ -109,12 +115,11 @@ class MongoUsersProvider(ResourceProvider):
         ]
         return ReadResult(id_, {**props, "users": users})
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        names = [u.name for u in _users(props)]
-        mongo_users.drop_users(_target(props), int(props["mongoPort"]), _admin(props), names)
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Drops nothing (see the module docstring): the users stay with the data they guard."""
 
 
-class MongoUsers(Resource):
+class MongoUsers(Resource, module="app", name="MongoUsers"):
     """The admin (`root`) and application users of one guest's MongoDB."""
 
     result: pulumi.Output[dict[str, str]]
@@ -126,6 +131,9 @@ class MongoUsers(Resource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS)
+            opts,
+            pulumi.ResourceOptions(
+                additional_secret_outputs=SECRET_OUTPUTS, aliases=[UNTYPED_DYNAMIC_ALIAS]
+            ),
         )
         super().__init__(MongoUsersProvider(), name, {"result": None, **props}, opts)

@@ -9,6 +9,7 @@ import pulumi_proxmoxve as proxmoxve
 from pulumi_command import remote
 
 from rendering import proxmox_host as render
+from rendering.plan import HOST_KEY_FILE, host_key_of
 from stacks.config import (
     VENDOR_DATA_FILE_NAME,
     Download,
@@ -98,8 +99,12 @@ class ProxmoxHost(pulumi.ComponentResource):
     def _create_shared_objects(self, name: str, args: ProxmoxHostArgs) -> None:
         px, shared = args.proxmox, args.host_shared
         assert shared.lxc_template and shared.cloud_image
-        # Host-wide objects outlive any one stack's guests: never deleted by accident.
-        opts = pulumi.ResourceOptions(parent=self, provider=self.provider, protect=True)
+        # Host-wide objects outlive any one stack's guests: never deleted by accident. Each has a
+        # pinned identity (pool ID, file name, VMID 9000): a replacement created before the old one
+        # is deleted would collide with it (or be deleted by the old one's delete).
+        opts = pulumi.ResourceOptions(
+            parent=self, provider=self.provider, protect=True, delete_before_replace=True
+        )
 
         pool = proxmoxve.PoolLegacy(
             f"{name}-pool",
@@ -171,20 +176,47 @@ class ProxmoxHost(pulumi.ComponentResource):
         self.pool_id = pool.pool_id
 
     def _nat(self, name: str, args: ProxmoxHostArgs) -> remote.Command:
+        """NAT on the node, over SSH that pins the node's host key.
+
+        The configured `proxmox.sshHostKey` is pinned from the first connection; without it the
+        key the node presents to a first read-only command is recorded (trust on first use, as
+        for the guests) and pinned for the NAT step.
+        """
         px, cidr = args.proxmox, args.network.cidr
         key = args.secrets.proxmox_ssh_private_key
         assert key is not None
-        return remote.Command(
-            f"{name}-guest-nat",
-            connection=remote.ConnectionArgs(
+
+        def connection(host_key: pulumi.Input[str] | None) -> remote.ConnectionArgs:
+            return remote.ConnectionArgs(
                 host=px.ssh_address,
                 port=px.ssh_port,
                 user=px.ssh_username,
                 private_key=pulumi.Output.secret(key.reveal()),
-            ),
+                host_key=host_key,
+            )
+
+        host_key: pulumi.Input[str]
+        depends_on: list[pulumi.Resource] = []
+        if px.ssh_host_key:
+            host_key = px.ssh_host_key
+        else:
+            seen = remote.Command(
+                f"{name}-node-host-key",
+                connection=connection(None),
+                create=f"cat {HOST_KEY_FILE}",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            host_key = seen.stdout.apply(host_key_of)
+            depends_on = [seen]
+        return remote.Command(
+            f"{name}-guest-nat",
+            connection=connection(host_key),
             create=render.nat_apply_script(cidr),
             delete=render.nat_remove_script(),
-            opts=pulumi.ResourceOptions(parent=self, protect=True),
+            # its delete removes the NAT the replacement's create just converged
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=True, delete_before_replace=True, depends_on=depends_on
+            ),
         )
 
 

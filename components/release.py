@@ -32,6 +32,9 @@ DEPLOY_KEYS = ("project", "appDir", "compose", "envFiles", "checks", "revision")
 REQUIRED = ("host", "sshUser", "privateKey", "hostKey", "project", "appDir", "compose")
 SECRET_OUTPUTS = ["privateKey", "envFiles"]
 OUTPUTS = ("releaseId", "digests", "deployedAt", "backupId")
+# Before each dynamic resource had its own type token, both were `pulumi-python:dynamic:Resource`:
+# the alias carries existing state over to the new token instead of a create and a delete.
+UNTYPED_DYNAMIC_ALIAS = pulumi.Alias(type_="pulumi-python:dynamic:Resource")
 
 
 def target_of(props: dict[str, Any]) -> SshTarget:
@@ -111,7 +114,7 @@ class ReleaseProvider(ResourceProvider):
         """Removing the resource leaves the services running (the guest's removal stops them)."""
 
 
-class Release(Resource):
+class Release(Resource, module="app", name="Release"):
     """The live, verified release of one guest's Compose project."""
 
     # output names as the provider returns them (Pulumi does not translate dynamic outputs)
@@ -124,7 +127,10 @@ class Release(Resource):
         self, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None
     ) -> None:
         opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS)
+            opts,
+            pulumi.ResourceOptions(
+                additional_secret_outputs=SECRET_OUTPUTS, aliases=[UNTYPED_DYNAMIC_ALIAS]
+            ),
         )
         outputs = {key: None for key in OUTPUTS}
         super().__init__(ReleaseProvider(), name, {**outputs, **props}, opts)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
 
-from components.guest_common import step_commands
+from components.guest_common import GuestAccess, step_commands
 from rendering.tailscale import serve_urls, tailscale_plan
 from stacks.config import GuestSpec, Secret
 
@@ -17,11 +16,13 @@ class TailscaleNodeArgs:
     spec: GuestSpec
     tailnet: str
     auth_key: Secret
-    connection: remote.ConnectionArgs
+    access: GuestAccess
     after: pulumi.Resource  # the guest baseline (UFW must allow tailscale0 and 41641/udp first)
 
 
 class TailscaleNode(pulumi.ComponentResource):
+    done: pulumi.Resource
+
     def __init__(
         self, name: str, args: TailscaleNodeArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
@@ -29,6 +30,9 @@ class TailscaleNode(pulumi.ComponentResource):
         ts = args.spec.tailscale
         assert ts is not None
         steps = tailscale_plan(args.spec, args.auth_key.reveal())
-        step_commands(args.spec.name, steps, args.spec.ssh_user, args.connection, args.after, self)
+        commands = step_commands(
+            args.spec.name, steps, args.spec.ssh_user, args.access, args.after, self
+        )
+        self.done = commands[-1]
         self.urls = serve_urls(ts, args.tailnet)
         self.register_outputs({"hostname": ts.hostname, "urls": self.urls})

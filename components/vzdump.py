@@ -39,6 +39,9 @@ class VzdumpJob(pulumi.ComponentResource):
             },
             enabled=True,
             notes_template="{{guestname}} (smoker-infra " + cfg.environment + ")",
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider),
+            # the job ID is pinned: a replacement created first would collide with the old job
+            opts=pulumi.ResourceOptions(
+                parent=self, provider=args.provider, delete_before_replace=True
+            ),
         )
         self.register_outputs({"vmids": [g.vmid for g in cfg.guests]})

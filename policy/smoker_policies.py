@@ -7,11 +7,15 @@ A check takes every resource of a stack (`Resource`: type, name, URN, inputs, pr
 and yields `(resource, message)`; each message names the resource and the fix. Secret inputs are
 the marker `[secret]` (as `tools.synth` writes them); unknown preview values are `[unknown]`.
 
-CrossGuard's Python SDK hands policies secret values already decrypted, with nothing saying
-they were secret (pulumi/pulumi-policy#241). So inside the pack, `secret-inputs` checks what it
-still can: no password, token, private key or auth key appears in plain text outside its own
-input (a command line, an environment, a trigger). That the inputs *are* secret is checked on
-the synthesized stacks (`python -m policy.check`, and the unit tests), where markers are visible.
+Inside the pack, `props` come from the protobuf Struct the engine sends: every number is a float
+(`106.0`), unknown preview values are the SDK's sentinel strings, and secret values arrive
+decrypted, with nothing saying they were secret (pulumi/pulumi-policy#241). `from_policy_args`
+turns that back into the synthesized shape (integral floats -> ints, sentinels -> `[unknown]`).
+For secrets that cannot be undone, so inside the pack `secret-inputs` checks what it still can:
+no password, token, private key or auth key appears in plain text outside its own input or a
+channel meant to carry it (a command's stdin, a release's env files). That the inputs *are*
+secret is checked on the synthesized stacks (`python -m policy.check`, and the unit tests), where
+markers are visible. tests/sdk/ drives the pack through its own analyzer server with that shape.
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ VM = "proxmoxve:index/vmLegacy:VmLegacy"
 GUESTS = (LXC, VM)
 COMMAND = "command:remote:Command"
 VZDUMP = "proxmoxve:backup/job:Job"
-DYNAMIC = "pulumi-python:dynamic:Resource"
-# Packages whose resources must use the stack's explicit provider.
-PROVIDER_PACKAGES = ("proxmoxve", "command")
+# Dynamic resources: `pulumi-python:dynamic:Resource`, or a per-resource token such as
+# `pulumi-python:dynamic/app:Release` (package pulumi-python, module dynamic[/...]).
+DYNAMIC_PACKAGE = "pulumi-python"
+# Packages exempt from explicit-provider: the engine's own (providers, the stack), the dynamic
+# provider (only its default provider exists) and this program's components (no provider at all).
+# Every other package is provider-backed and must name the stack's explicit provider.
+NO_EXPLICIT_PROVIDER = ("pulumi", DYNAMIC_PACKAGE, "smoker")
 SECRET = "[secret]"
 UNKNOWN = "[unknown]"
 PROD_STACKS = frozenset({"prod"})
@@ -86,6 +94,24 @@ class Violation:
 
 
 # --- the checks -------------------------------------------------------------------------------
+
+
+def is_dynamic(type_: str) -> bool:
+    package, _, rest = type_.partition(":")
+    return package == DYNAMIC_PACKAGE and rest.split(":", 1)[0].split("/", 1)[0] == "dynamic"
+
+
+def _is_release(r: Resource) -> bool:
+    """A safe-deploy Release (the dynamic resource that carries a Compose project)."""
+    return is_dynamic(r.type) and "compose" in r.props and "project" in r.props
+
+
+def _id_text(value: Any) -> str:
+    """A VMID however it arrives: 106, 106.0 (a Struct number) or "106"."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value)
+    return text.removesuffix(".0") if text.removesuffix(".0").isdigit() else text
 
 
 def _items(value: Any) -> list[Any]:
@@ -158,13 +184,13 @@ def _is_default_provider(provider: str | None) -> bool:
 def explicit_provider(resources: Sequence[Resource]) -> Iterator[Finding]:
     for r in resources:
         package = r.type.split(":", 1)[0]
-        if package in PROVIDER_PACKAGES and _is_default_provider(r.provider):
+        if package not in NO_EXPLICIT_PROVIDER and _is_default_provider(r.provider):
             yield (
                 r,
                 (
                     f"{r.label} uses a default {package} provider ({r.provider or 'none given'}); "
                     "fix: pass opts=ResourceOptions(provider=<the stack's explicit provider>) "
-                    "and keep pulumi:disable-default-providers in Pulumi.yaml"
+                    f"and list {package} in pulumi:disable-default-providers in Pulumi.yaml"
                 ),
             )
 
@@ -187,6 +213,13 @@ def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 def _last_key(path: str) -> str:
     return re.sub(r"\[\d+\]$", "", path).rsplit(".", 1)[-1]
+
+
+def _secret_channel(r: Resource, path: str) -> bool:
+    """An input meant to carry credentials to a host (it must be secret; see secret_inputs)."""
+    if r.type == COMMAND:
+        return path == "stdin"
+    return _is_release(r) and (path == "envFiles" or path.startswith("envFiles."))
 
 
 def secret_inputs(resources: Sequence[Resource], secrets_visible: bool = True) -> Iterator[Finding]:
@@ -219,11 +252,26 @@ def secret_inputs(resources: Sequence[Resource], secrets_visible: bool = True) -
                     "wrap stdin in pulumi.Output.secret(...), list it in additional_secret_outputs"
                 ),
             )
+        env_files = r.props.get("envFiles")
+        if secrets_visible and _is_release(r) and env_files not in (None, {}, SECRET, UNKNOWN):
+            yield (
+                r,
+                (
+                    f"{r.label} input envFiles is not secret (env files carry credentials); "
+                    "fix: wrap envFiles in pulumi.Output.secret(...), list it in "
+                    "additional_secret_outputs"
+                ),
+            )
     # Wherever a credential's plain value reaches (command line, environment, trigger...) it is
-    # logged or stored unencrypted; stdin is the one channel meant to carry it to a host.
+    # logged or stored unencrypted; a command's stdin and a release's env files are the channels
+    # meant to carry it to a host (secret inputs, checked above where secrets are visible).
     for r in resources:
         for path, value in _leaves(r.props):
-            if not isinstance(value, str) or _sensitive(_last_key(path)) or path == "stdin":
+            if (
+                not isinstance(value, str)
+                or _sensitive(_last_key(path))
+                or _secret_channel(r, path)
+            ):
                 continue
             for secret, owner in plain.items():
                 if secret in value:
@@ -327,7 +375,7 @@ def _compose_files(resources: Sequence[Resource]) -> Iterator[tuple[Resource, An
     for r in resources:
         if (_writes(r) or "").endswith("compose.yaml"):
             yield r, r.props.get("stdin")
-        elif r.type == DYNAMIC and "compose" in r.props and "project" in r.props:
+        elif _is_release(r):
             yield r, r.props.get("compose")
 
 
@@ -381,18 +429,21 @@ def prod_backups(resources: Sequence[Resource]) -> Iterator[Finding]:
         for r in resources
         if r.type in GUESTS and r.stack in PROD_STACKS and not r.props.get("template")
     ]
-    jobs = [r for r in resources if r.type == VZDUMP and r.props.get("enabled") is not False]
+    jobs = [
+        r
+        for r in resources
+        if r.type == VZDUMP
+        and r.props.get("enabled") is not False
+        and r.props.get("schedule")
+        and r.props.get("pruneBackups")
+    ]
     for guest in guests:
-        vmid = str(guest.props.get("vmId"))
+        vmid = _id_text(guest.props.get("vmId"))
         covering = [
             j
             for j in jobs
-            if (
-                j.props.get("vmids") == UNKNOWN
-                or vmid in [str(v) for v in _items(j.props.get("vmids"))]
-            )
-            and j.props.get("schedule")
-            and j.props.get("pruneBackups")
+            if UNKNOWN in (vmid, j.props.get("vmids"))
+            or vmid in [_id_text(v) for v in _items(j.props.get("vmids"))]
         ]
         if not covering:
             yield (
@@ -448,7 +499,7 @@ POLICIES: tuple[Policy, ...] = (
     ),
     Policy(
         "explicit-provider",
-        "No Proxmox or command resource uses a default provider.",
+        "Every provider-backed resource names the stack's explicit provider (no default provider).",
         explicit_provider,
         True,
     ),
@@ -507,7 +558,9 @@ _UNKNOWN_SENTINELS = frozenset(
 
 
 def _plain(value: Any) -> Any:
-    """Unwrap the SDK's unknown-checking proxies; an unknown becomes the `[unknown]` marker."""
+    """Props as the SDK hands them -> the synthesized shape: the SDK's unknown-checking proxies
+    unwrapped, an unknown as the `[unknown]` marker, an integral float (every Struct number) as
+    an int."""
     if isinstance(value, (Mapping, Sequence)) and not isinstance(value, (str, bytes, list, tuple)):
         # an SDK proxy: read its raw target (reading through the proxy raises on unknowns)
         proxy: Any = value
@@ -519,6 +572,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
         return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

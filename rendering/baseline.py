@@ -10,7 +10,7 @@ import json
 import shlex
 from dataclasses import replace
 
-from rendering.plan import Step, file_step, install_file, script
+from rendering.plan import APT_GET, APT_PROLOGUE, Step, file_step, install_file, script
 from stacks.config import BaselineSettings, GuestSpec, StackConfig
 
 SSH_GROUP = "sshd-users"
@@ -199,10 +199,10 @@ def packages_step(packages: tuple[str, ...]) -> Step:
             'missing="$missing $p"',
             "done",
             'if [ -z "$missing" ]; then echo "unchanged packages"; exit 0; fi',
-            "export DEBIAN_FRONTEND=noninteractive",
-            "apt-get update -q",
+            *APT_PROLOGUE,
+            f"{APT_GET} update -q",
             "# shellcheck disable=SC2086 # a list of package names",
-            "apt-get install -y -q --no-install-recommends $missing",
+            f"{APT_GET} install -y -q --no-install-recommends $missing",
             'echo "changed packages:$missing"',
         ),
     )
@@ -344,8 +344,8 @@ def docker_engine_step(settings: BaselineSettings) -> Step:
             'echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] '
             'https://download.docker.com/linux/$ID $VERSION_CODENAME stable" '
             "> /etc/apt/sources.list.d/docker.list",
-            "export DEBIAN_FRONTEND=noninteractive",
-            "apt-get update -q",
+            *APT_PROLOGUE,
+            f"{APT_GET} update -q",
             'engine=$(apt-cache madison docker-ce | awk -v v="$want_engine" '
             '\'$3 ~ ("^5:" v "-") {print $3; exit}\')',
             'compose=$(apt-cache madison docker-compose-plugin | awk -v v="$want_compose" '
@@ -353,7 +353,7 @@ def docker_engine_step(settings: BaselineSettings) -> Step:
             '[ -n "$engine" ] || { echo "docker-ce $want_engine is not in Docker\'s repository" >&2; exit 1; }',
             '[ -n "$compose" ] || { echo "compose $want_compose is not in Docker\'s repository" >&2; exit 1; }',
             "apt-mark unhold docker-ce docker-ce-cli docker-compose-plugin >/dev/null 2>&1 || true",
-            'apt-get install -y -q --allow-downgrades "docker-ce=$engine" "docker-ce-cli=$engine" '
+            f'{APT_GET} install -y -q --allow-downgrades "docker-ce=$engine" "docker-ce-cli=$engine" '
             'containerd.io "docker-compose-plugin=$compose"',
             "apt-mark hold docker-ce docker-ce-cli docker-compose-plugin >/dev/null",
             'echo "changed docker $want_engine, compose $want_compose"',

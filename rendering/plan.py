@@ -16,6 +16,30 @@ from dataclasses import dataclass, field
 LOCK_DIR = "/run/lock/smart-smoker-deploy"
 LOCKED_EXIT = 75  # EX_TEMPFAIL: try again once the holder is done
 BASELINE_LEASE_SECONDS = 900  # a step (e.g. apt) may take long; a dead one goes stale after
+HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
+
+# A fresh Ubuntu guest runs apt-daily and apt-daily-upgrade (unattended-upgrades) at first boot,
+# holding apt's locks for minutes. Every apt step first waits for those jobs (a transient unit
+# ordered after them starts only once they are done), then lets apt wait for any other holder
+# of its locks instead of failing at once.
+APT_LOCK_TIMEOUT_SECONDS = 600
+APT_GET = f"apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_SECONDS}"
+APT_PROLOGUE = (
+    "export DEBIAN_FRONTEND=noninteractive",
+    "if [ -d /run/systemd/system ]; then",
+    f"  timeout {APT_LOCK_TIMEOUT_SECONDS} systemd-run --quiet --wait --collect "
+    "--property=After=apt-daily.service --property=After=apt-daily-upgrade.service /bin/true "
+    "|| true",
+    "fi",
+)
+
+
+def host_key_of(stdout: str) -> str:
+    """`type base64` of the ed25519 host key printed on the last line of `stdout`."""
+    lines = (stdout or "").strip().splitlines()
+    if not lines or not lines[-1].startswith("ssh-ed25519 "):
+        raise ValueError(f"no ed25519 host key was printed: {stdout!r}")
+    return " ".join(lines[-1].split()[:2])
 
 
 @dataclass(frozen=True)

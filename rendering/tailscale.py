@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from rendering.plan import Step, script
+from rendering.plan import APT_GET, APT_PROLOGUE, Step, script
 from stacks.config import GuestSpec, TailscaleSettings
 
 AUTH_KEY_DIR = "/run/smart-smoker"
@@ -70,9 +70,9 @@ def install_step() -> Step:
             'base="https://pkgs.tailscale.com/stable/$ID/$VERSION_CODENAME"',
             'curl -fsSL --retry 3 "$base.noarmor.gpg" -o /usr/share/keyrings/tailscale-archive-keyring.gpg',
             'curl -fsSL --retry 3 "$base.tailscale-keyring.list" -o /etc/apt/sources.list.d/tailscale.list',
-            "export DEBIAN_FRONTEND=noninteractive",
-            "apt-get update -q",
-            "apt-get install -y -q tailscale",
+            *APT_PROLOGUE,
+            f"{APT_GET} update -q",
+            f"{APT_GET} install -y -q tailscale",
             "systemctl enable --now tailscaled",
             'echo "changed tailscale installed"',
         ),

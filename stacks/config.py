@@ -75,6 +75,7 @@ class ProxmoxSettings:
     ssh_username: str
     ssh_address: str
     ssh_port: int
+    ssh_host_key: str | None = None  # the node's; unset: recorded on first use, then pinned
 
 
 @dataclass(frozen=True)
@@ -675,9 +676,21 @@ def _read_proxmox(root: _Node) -> ProxmoxSettings | None:
         ssh_username=node.value("sshUsername", _str, default="root"),
         ssh_address=node.value("sshAddress", _str, default=default_ssh or ""),
         ssh_port=node.value("sshPort", _port, default=22),
+        ssh_host_key=node.value("sshHostKey", _str, default=None),
     )
+    if settings.ssh_host_key is not None and not _is_host_key(settings.ssh_host_key):
+        node.reader.problem(
+            node.key("sshHostKey"),
+            settings.ssh_host_key,
+            "is not an SSH public host key",
+            "copy /etc/ssh/ssh_host_ed25519_key.pub from the Proxmox node",
+        )
     node.finish()
     return settings
+
+
+def _is_host_key(value: str) -> bool:
+    return value.split(" ")[0] in _SSH_KEY_TYPES
 
 
 def _port(raw: Any) -> int:
@@ -995,7 +1008,7 @@ def _read_guest(
     start_on_boot = node.value("startOnBoot", _bool, default=True)
     ssh_host = node.value("sshHost", _str, default=None)
     ssh_host_key = node.value("sshHostKey", _str, default=None)
-    if ssh_host_key is not None and ssh_host_key.split(" ")[0] not in _SSH_KEY_TYPES:
+    if ssh_host_key is not None and not _is_host_key(ssh_host_key):
         reader.problem(
             node.key("sshHostKey"),
             ssh_host_key,
@@ -1129,7 +1142,11 @@ def _check_proxmox_auth(
     guests: tuple[GuestSpec, ...],
     proxmox: ProxmoxSettings | None,
 ) -> None:
-    keyctl = [g.name for g in guests if g.lxc_features and g.lxc_features.keyctl]
+    # Proxmox lets only root@pam (with a password, not an API token) set an LXC's keyctl feature
+    # or pass a device (/dev/net/tun) through.
+    keyctl = [
+        g.name for g in guests if g.lxc_features and (g.lxc_features.keyctl or g.lxc_features.tun)
+    ]
     has_password = "proxmoxPassword" in secrets
     if not has_password and "proxmoxApiToken" not in secrets:
         reader.problem(
@@ -1137,14 +1154,14 @@ def _check_proxmox_auth(
             REQUIRED,
             "no Proxmox credentials are set",
             f"run `{_SECRET_BY_NAME['proxmoxPassword'].example}` "
-            "(or proxmoxApiToken when no guest needs keyctl)",
+            "(or proxmoxApiToken when no guest needs keyctl or /dev/net/tun)",
         )
     elif keyctl and not has_password:
         reader.problem(
             "proxmoxPassword",
             REQUIRED,
-            f"guests {keyctl} need the keyctl feature, which only root@pam with a password "
-            "may set (an API token cannot)",
+            f"guests {keyctl} need the keyctl feature or /dev/net/tun, which only root@pam "
+            "with a password may set (an API token cannot)",
             f"run `{_SECRET_BY_NAME['proxmoxPassword'].example}`",
         )
     password_user = proxmox.username if proxmox and has_password else "root@pam"
@@ -1152,7 +1169,7 @@ def _check_proxmox_auth(
         reader.problem(
             "proxmox.username",
             password_user,
-            "only root@pam may set the keyctl feature",
+            "only root@pam may set the keyctl feature and pass /dev/net/tun through",
             "set proxmox.username: root@pam",
         )
 

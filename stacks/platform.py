@@ -49,9 +49,10 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
         exports[spec.name] = dict(guest.outputs)
         baseline = GuestBaseline(
             f"{spec.name}-baseline",
-            GuestBaselineArgs(cfg, spec, guest.connection, guest.ready),
+            GuestBaselineArgs(cfg, spec, guest.access),
             opts,
         )
+        app_after = baseline.done
         if spec.tailscale is not None:
             assert cfg.secrets.tailscale_auth_key is not None
             tailscale = TailscaleNode(
@@ -60,15 +61,16 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
                     spec,
                     cfg.tailnet,
                     cfg.secrets.tailscale_auth_key,
-                    guest.connection,
+                    guest.access,
                     baseline.done,
                 ),
                 opts,
             )
+            app_after = tailscale.done
             exports[spec.name]["tailscaleUrls"] = tailscale.urls
         app = AppStack(
             f"{spec.name}-app",
-            AppStackArgs(cfg, spec, guest.connection, guest.host_key, baseline.done),
+            AppStackArgs(cfg, spec, guest.access, app_after),
             opts,
         )
         exports[spec.name]["release"] = app.release.releaseId

@@ -31,6 +31,8 @@ SECRET_MARKER = "[secret]"
 # What a guest's readiness check reports in synth (a real guest prints its own host key).
 SYNTH_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISynthHostKeyPlaceholder00000000000000000"
 UNKNOWN_MARKER = "[unknown]"
+# Commands whose output ends with a host key (guest readiness, the node's key on first use).
+HOST_KEY_READERS = ("-ready", "-node-host-key")
 
 # Signatures of Pulumi's wire encoding (sdk/python/lib/pulumi/runtime/rpc.py).
 _SIG = "4dabf18193072939515e22adb298388d"
@@ -126,6 +128,7 @@ class Resource:
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     additional_secret_outputs: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
     # The inputs exactly as the engine receives them (protobuf Struct: numbers are doubles,
     # secrets and unknowns in Pulumi's wire encoding). In memory only, never written out.
     wire_inputs: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -146,6 +149,7 @@ class Resource:
             "aliases": self.aliases,
             "additionalSecretOutputs": self.additional_secret_outputs,
             "retainOnDelete": self.retain_on_delete,
+            "customTimeouts": self.custom_timeouts,
             "inputs": self.inputs,
         }
 
@@ -161,8 +165,8 @@ class _Mocks(pulumi.runtime.Mocks):
             return f"{inputs['datastoreId']}:{inputs['contentType']}/{name}", state
         if "vmId" in inputs:
             return str(int(inputs["vmId"])), state
-        if args.typ == "command:remote:Command" and args.name.endswith("-ready"):
-            state["stdout"] = f"{SYNTH_HOST_KEY} root@{args.name.removesuffix('-ready')}\n"
+        if args.typ == "command:remote:Command" and args.name.endswith(HOST_KEY_READERS):
+            state["stdout"] = f"{SYNTH_HOST_KEY} root@{args.name}\n"
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
@@ -200,6 +204,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     },
                     additional_secret_outputs=sorted(request.additionalSecretOutputs),
                     retain_on_delete=bool(request.retainOnDelete),
+                    custom_timeouts=json_format.MessageToDict(request.customTimeouts),
                     wire_inputs=json_format.MessageToDict(request.object),
                 )
             )

@@ -21,6 +21,7 @@ previous state.
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import subprocess
@@ -190,6 +191,7 @@ class ProviderHost:
             "PULUMI_RUNTIME_TOOLCHAIN": "pip",
             "PULUMI_RUNTIME_VIRTUALENV": "venv",
         }
+        atexit.register(self.stop)  # a safety net if the test run dies before `stop`
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (the host's stderr until stop)
         self.process = subprocess.Popen(
             [venv_python(self.cwd), "-u", "-m", "pulumi.dynamic"],
@@ -247,6 +249,7 @@ class ProviderHost:
         )
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         if self._channel is not None:
             self._channel.close()
             self._channel = None

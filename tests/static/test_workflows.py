@@ -194,7 +194,11 @@ def test_drift_checks_each_stack_and_manages_one_issue() -> None:
     workflow = load(REPO / ".github" / "workflows" / "drift.yml")
     assert "schedule" in workflow["on"] and "workflow_dispatch" in workflow["on"]
     job = workflow["jobs"]["drift"]
-    assert job["permissions"] == {"contents": "read", "issues": "write"}
+    assert job["permissions"] == {"actions": "read", "contents": "read", "issues": "write"}
+    # never in a deploy group: a pending drift run there would cancel a pending deploy
+    assert job["concurrency"]["group"] == "drift-${{ matrix.stack }}"
+    check = next(s for s in job["steps"] if s.get("id") == "check")
+    assert check["run"].index("deploy-$STACK.yml") < check["run"].index("pulumi preview")
     assert sorted(job["strategy"]["matrix"]["stack"]) == ["dev", "prod"]
     text = yaml.safe_dump(job)
     assert "--refresh --expect-no-changes" in text

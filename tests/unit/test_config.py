@@ -110,6 +110,27 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
         "keyctl",
     ),
     (
+        "tun-needs-password",  # Proxmox lets only root@pam pass a device through, like keyctl
+        lambda raw: set_path(
+            set_path(
+                set_path(raw, f"{GUEST}.features", {"keyctl": False}),
+                "proxmoxPassword",
+                None,
+            ),
+            "proxmoxApiToken",
+            "root@pam!ci=" + SECRET_TEXT,
+            secret=True,
+        ),
+        "proxmoxPassword",
+        "/dev/net/tun",
+    ),
+    (
+        "node-host-key-garbage",
+        at("proxmox.sshHostKey", "not-a-key AAAA"),
+        "proxmox.sshHostKey",
+        "ssh_host_ed25519_key.pub",
+    ),
+    (
         "api-token-malformed",
         at("proxmoxApiToken", SECRET_TEXT, secret=True),
         "proxmoxApiToken",

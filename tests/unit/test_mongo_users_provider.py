@@ -48,6 +48,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[Any, ...]]]:
         provider_module.mongo_users, "apply_users", fake("apply", {"smartsmoker": "ok"})
     )
     monkeypatch.setattr(provider_module.mongo_users, "drop_users", fake("drop", []))
+    monkeypatch.setattr(provider_module.mongo_users, "read_roles", fake("read", {}))
     return recorded
 
 
@@ -66,7 +67,11 @@ def test_check_names_missing_inputs() -> None:
     ("news", "changes"),
     [
         (PROPS, False),
-        ({**PROPS, "host": "smoker.tailnet"}, False),  # where to reach it is not a user change
+        # where to reach it is state too: refresh and later updates must use the new one
+        ({**PROPS, "host": "smoker.tailnet"}, True),
+        ({**PROPS, "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRebuiltGuestKey"}, True),
+        ({**PROPS, "privateKey": "rotated-private-key"}, True),
+        ({**PROPS, "sshPort": 2222}, True),
         ({**PROPS, "adminPassword": "rotated-admin-0123456789"}, True),
         (with_users(password="rotated-app-0123456789"), True),
         (with_users(roles=[{"role": "read", "db": "smartsmoker"}]), True),
@@ -94,11 +99,30 @@ def test_update_rotates_only_what_changed(calls: list[tuple[str, tuple[Any, ...]
     assert [changed for _, changed in users] == [False]  # the app password did not change
 
 
+def test_a_connection_change_updates_the_state_without_touching_mongodb(
+    calls: list[tuple[str, tuple[Any, ...]]],
+) -> None:
+    olds = {**PROPS, "result": {"smartsmoker": "ok"}}
+    news = {**PROPS, "host": "smoker.tailnet", "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIX"}
+    outs = MongoUsersProvider().update("id", olds, news).outs
+    assert calls == []  # no connection at all
+    assert outs["host"] == "smoker.tailnet" and outs["hostKey"] == news["hostKey"]
+    assert outs["result"] == {"smartsmoker": "ok"}
+    MongoUsersProvider().read("id", outs)  # a refresh after it uses the new connection
+    (name, (target, *_)), *_ = calls
+    assert name == "read" and target.host == "smoker.tailnet"
+    assert target.host_key == news["hostKey"]
+
+
 def test_removed_user_is_dropped_but_never_the_admin(
     calls: list[tuple[str, tuple[Any, ...]]],
 ) -> None:
     MongoUsersProvider().update("id", PROPS, {**PROPS, "users": []})
     assert calls[-1][0] == "drop" and calls[-1][1][3] == ["smartsmoker"]
-    calls.clear()
+
+
+def test_delete_drops_no_user(calls: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """A rename without an alias, a refactor or the guest going away deletes the resource:
+    that must never drop the user the backend logs in with."""
     MongoUsersProvider().delete("id", PROPS)
-    assert calls == [("drop", calls[0][1])] and calls[0][1][3] == ["smartsmoker"]
+    assert calls == []

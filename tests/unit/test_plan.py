@@ -5,8 +5,11 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from rendering.plan import Step, install_file
 
@@ -92,3 +95,23 @@ def test_the_wrapped_command_passes_shellcheck() -> None:
         text=True,
     )
     assert checked.returncode == 0, checked.stdout
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_apt_step_waits_for_first_boot_apt_jobs_and_for_the_locks(stack: str) -> None:
+    """A fresh Ubuntu guest runs apt-daily/unattended-upgrades at first boot: an apt step that
+    fails at once on their locks breaks the first `pulumi up`."""
+    from rendering.files import host_files
+    from tests.configs import parse, stack_raw
+
+    apt_steps = {
+        path: text
+        for path, text in host_files(parse(stack_raw(stack), stack)).items()
+        if "/steps/" in path and "apt-get" in text
+    }
+    assert len(apt_steps) >= 3
+    for path, text in apt_steps.items():
+        calls = re.findall(r"apt-get[^\n]*", text)
+        assert all(c.startswith("apt-get -o DPkg::Lock::Timeout=600 ") for c in calls), path
+        wait = text.index("--property=After=apt-daily.service")
+        assert wait < text.index("apt-get"), path

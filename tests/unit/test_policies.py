@@ -19,6 +19,8 @@ from policy.smoker_policies import (
     Resource,
     Violation,
     crossguard_policies,
+    from_policy_args,
+    is_dynamic,
     violations,
 )
 from tests.configs import set_path, stack_raw
@@ -82,6 +84,19 @@ def _no_provider(s: dict[str, Stack]) -> Stack:
     return replace(s["dev"], find(s["dev"], "dev-cloud-sshd-config"), provider=None)
 
 
+def _docker_default_provider(s: dict[str, Stack]) -> Stack:
+    # A package missing from pulumi:disable-default-providers gets a default provider silently.
+    name, type_ = "prod-cloud-backend-image", "docker:index/remoteImage:RemoteImage"
+    image = Resource(
+        type_,
+        name,
+        f"urn:pulumi:prod::smoker-infra::{type_}::{name}",
+        {"name": "ghcr.io/example/backend:1"},
+        provider="urn:pulumi:prod::smoker-infra::pulumi:providers:docker::default",
+    )
+    return [*s["prod"], image]
+
+
 def _plain_password(s: dict[str, Stack]) -> Stack:
     provider = find(s["prod"], "proxmox-provider", PROVIDER)
     return replace(s["prod"], provider, props={"password": "plain-root-password"})
@@ -90,6 +105,12 @@ def _plain_password(s: dict[str, Stack]) -> Stack:
 def _plain_auth_key_stdin(s: dict[str, Stack]) -> Stack:
     step = find(s["prod"], "prod-cloud-tailscale-up")
     return replace(s["prod"], step, props={"stdin": "tskey-auth-plain"})
+
+
+def _plain_env_files(s: dict[str, Stack]) -> Stack:
+    release = find(s["prod"], "prod-cloud-release")
+    plain = {"mongo.env": "MONGO_INITDB_ROOT_PASSWORD=plain-mongo-password\n"}
+    return replace(s["prod"], release, props={"envFiles": plain})
 
 
 def _password_authentication(s: dict[str, Stack]) -> Stack:
@@ -148,8 +169,10 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     (_no_proxmox_protection, "prod-guests-protected", "prod-cloud", "protection=True"),
     (_default_provider, "explicit-provider", "vzdump-prod", "provider="),
     (_no_provider, "explicit-provider", "dev-cloud-sshd-config", "provider="),
+    (_docker_default_provider, "explicit-provider", "prod-cloud-backend-image", "list docker in"),
     (_plain_password, "secret-inputs", "proxmox-provider", "pulumi.Output.secret"),
     (_plain_auth_key_stdin, "secret-inputs", "prod-cloud-tailscale-up", "wrap stdin"),
+    (_plain_env_files, "secret-inputs", "prod-cloud-release", "wrap envFiles"),
     (_password_authentication, "sshd-no-passwords", "prod-cloud-sshd-config", "passwordauth"),
     (
         _root_password_login,
@@ -229,6 +252,39 @@ def test_unknown_types_and_unknown_values_are_not_violations(stacks: dict[str, S
     assert violations(stack) == []
 
 
+@pytest.mark.parametrize(
+    ("type_", "dynamic"),
+    [
+        ("pulumi-python:dynamic:Resource", True),
+        ("pulumi-python:dynamic/app:Release", True),
+        ("pulumi-python:dynamic/app:MongoUsers", True),
+        ("pulumi-python:index:Other", False),
+        ("pulumi:providers:pulumi-python", False),
+        ("command:remote:Command", False),
+    ],
+)
+def test_dynamic_resources_are_recognised_by_their_prefix(type_: str, dynamic: bool) -> None:
+    assert is_dynamic(type_) is dynamic
+
+
+def test_only_provider_backed_packages_need_an_explicit_provider(stacks: dict[str, Stack]) -> None:
+    default = "urn:pulumi:prod::smoker-infra::pulumi:providers:{}::default"
+    release = find(stacks["prod"], "prod-cloud-release")
+    for type_ in ("pulumi-python:dynamic:Resource", "pulumi-python:dynamic/app:Release"):
+        retyped = dataclasses.replace(release, type=type_, provider=default.format("pulumi-python"))
+        assert violations([retyped]) == []
+    component = find(stacks["prod"], "prod-cloud-app")
+    assert component.type.startswith("smoker:") and component.provider is None
+    assert violations([component]) == []
+    for package, type_ in [("tailscale", "tailscale:index/tailnetKey:TailnetKey")]:
+        key = Resource(type_, "k", f"urn:pulumi:prod::smoker-infra::{type_}::k", {})
+        for provider in (None, default.format(package)):
+            (v,) = only(
+                violations([dataclasses.replace(key, provider=provider)]), "explicit-provider"
+            )
+            assert f"list {package} in pulumi:disable-default-providers" in v.message
+
+
 # --- the CrossGuard objects the pack is built from --------------------------------------------
 
 
@@ -264,6 +320,15 @@ def test_resource_policy_callback_reports_the_violation(stacks: dict[str, Stack]
         lambda m, urn=None: reports.append((m, urn)),
     )
     assert len(reports) == 1 and reports[0][1] == lxc.urn and "unprivileged=True" in reports[0][0]
+
+
+def test_struct_numbers_read_as_the_synthesized_ints(stacks: dict[str, Stack]) -> None:
+    # Inside the pack every number is a float from the protobuf Struct: 106 arrives as 106.0.
+    guest = find(stacks["prod"], "prod-cloud", LXC)
+    struct_shaped = {**guest.props, "vmId": float(guest.props["vmId"])}
+    assert from_policy_args(_args(guest, struct_shaped)).props["vmId"] == guest.props["vmId"]
+    stack = replace(stacks["prod"], guest, props={"vmId": f"{guest.props['vmId']}.0"})
+    assert violations(stack) == []  # prod-backups compares VMIDs however they are spelled
 
 
 def test_resource_policy_callback_reads_through_unknowns(stacks: dict[str, Stack]) -> None:

@@ -150,7 +150,7 @@ def test_credentials_and_keys_are_secret(dev: Synthesis, prod: Synthesis) -> Non
 def test_api_token_is_used_and_secret_when_no_password(dev: Synthesis) -> None:
     from tests.configs import set_path, stack_raw
 
-    raw = set_path(stack_raw("prod"), "guests.prod-cloud.features", {"keyctl": False})
+    raw = set_path(stack_raw("prod"), "guests.prod-cloud.features", {"keyctl": False, "tun": False})
     raw = set_path(raw, "proxmoxPassword", None)
     raw = set_path(raw, "proxmoxApiToken", "ci@pve!deploy=0000-1111", secret=True)
     (provider,) = synthesize("prod", *raw).by_type("pulumi:providers:proxmoxve")
@@ -265,7 +265,8 @@ def test_vm_steps_run_through_sudo_as_the_cloud_init_user(dev: Synthesis) -> Non
     assert not dev.one(COMMAND, "dev-cloud-sshd-config").inputs["create"].startswith("sudo")
 
 
-MONGO_USERS = RELEASE = "pulumi-python:dynamic:Resource"
+MONGO_USERS = "pulumi-python:dynamic/app:MongoUsers"
+RELEASE = "pulumi-python:dynamic/app:Release"
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -367,3 +368,18 @@ def test_verify_from_outside_adds_the_tailscale_urls_to_the_checks() -> None:
         {"url": "https://smokecloud.tail74646.ts.net:443/"},
         {"url": "https://smokecloud.tail74646.ts.net:8443/api/health", "json": {"status": "ok"}},
     ]
+
+
+def test_the_nat_step_pins_the_node_host_key(dev: Synthesis) -> None:
+    from tests.configs import set_path, stack_raw
+    from tests.sdk.wire import connection
+    from tools.synth import SYNTH_HOST_KEY
+
+    seen = dev.one(COMMAND, "proxmox-node-host-key")
+    nat = dev.one(COMMAND, "proxmox-guest-nat")
+    assert connection(seen).get("hostKey") is None  # trust on first use, read-only
+    assert connection(nat)["hostKey"] == SYNTH_HOST_KEY and seen.urn in nat.depends_on
+    configured = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINodeHostKeyFromConfig0000000000000000000"
+    pinned = synthesize("dev", *set_path(stack_raw("dev"), "proxmox.sshHostKey", configured))
+    assert not [r for r in pinned.by_type(COMMAND) if r.name == "proxmox-node-host-key"]
+    assert connection(pinned.one(COMMAND, "proxmox-guest-nat"))["hostKey"] == configured

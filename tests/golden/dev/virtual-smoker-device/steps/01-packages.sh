@@ -6,7 +6,10 @@ for p in $wanted; do
 done
 if [ -z "$missing" ]; then echo "unchanged packages"; exit 0; fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
+if [ -d /run/systemd/system ]; then
+  timeout 600 systemd-run --quiet --wait --collect --property=After=apt-daily.service --property=After=apt-daily-upgrade.service /bin/true || true
+fi
+apt-get -o DPkg::Lock::Timeout=600 update -q
 # shellcheck disable=SC2086 # a list of package names
-apt-get install -y -q --no-install-recommends $missing
+apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing
 echo "changed packages:$missing"
