@@ -34,9 +34,14 @@ Engine rules modelled (pulumi/pulumi pkg/resource/deploy/step_generator.go, `dif
      filled when the step is generated, which is before any dependent registers;
   4. otherwise the provider's Diff decides, then `replaceOnChanges` is applied
      (`applyReplaceOnChanges`: a changed path under a replace-on-changes path becomes a replace).
-  Replacements are create-before-delete unless `deleteBeforeReplace` (the step generator's
-  `DeleteBeforeReplace` chains): for a guest mapped to a test guest that is the difference between
-  rebuilding at the same address and colliding with itself.
+  Replacements are create-before-delete unless `deleteBeforeReplace`: with it the old resource is
+  deleted first (`NewDeleteReplacementStep`, which also marks it in `sg.deletes`); without it the
+  old copy is deleted after every registration is done ("delete-replaced", dependents first). For
+  a guest mapped to a test guest that is the difference between rebuilding at the same address
+  and colliding with itself.
+  A delete step does not call the provider's Delete when the resource's deletedWith resource is
+  deleted in the same run (pulumi/pulumi pkg/resource/deploy/step.go `DeleteStep.Apply`,
+  `isDeletedWith(s.old.DeletedWith, s.otherDeletions)`): what lived on a rebuilt guest went with it.
 
 pulumi-command `remote.Command` (pulumi/pulumi-command provider/pkg/provider/remote/):
   * Diff is pulumi-go-provider's default (pulumi/pulumi-go-provider infer/resource.go `diff`):
@@ -199,6 +204,7 @@ class ResourceState:
     inputs: dict[str, Any]  # plain (secrets unwrapped)
     outputs: dict[str, Any]
     delete: str | None = None  # a Command's delete command, run when it is deleted/replaced
+    deleted_with: str | None = None
 
 
 @dataclass
@@ -256,6 +262,7 @@ class StepRecord:
     start: float = 0.0
     end: float = 0.0
     commands: int = 0  # SSH sessions / provider create-update-delete calls made
+    deps: frozenset[str] = frozenset()  # dependencies + propertyDependencies (URNs)
 
 
 class Provider(Protocol):
@@ -280,8 +287,9 @@ class NotApplied:
     """A resource this rehearsal cannot apply (e.g. needs Proxmox): planned like any other (its
     inputs are diffed) but never executed; its state is its inputs."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, outputs: Mapping[str, Any] | None = None) -> None:
         self.reason = reason
+        self.outputs = dict(outputs or {})  # stand-ins for outputs dependents read
 
     def diff(self, reg: Registration, old: ResourceState) -> tuple[str, str]:
         paths = changed_paths(old.inputs, reg.inputs)
@@ -291,13 +299,13 @@ class NotApplied:
         self, reg: Registration, preview: bool, record: StepRecord
     ) -> tuple[str, dict[str, Any]]:
         record.reason = f"skipped: {self.reason}"
-        return f"{reg.name}-not-applied", dict(reg.inputs)
+        return f"{reg.name}-not-applied", {**reg.inputs, **self.outputs}
 
     def update(
         self, reg: Registration, old: ResourceState, preview: bool, record: StepRecord
     ) -> dict[str, Any]:
         record.reason = f"skipped: {self.reason}"
-        return dict(reg.inputs)
+        return {**reg.inputs, **self.outputs}
 
     def delete(self, old: ResourceState, record: StepRecord) -> None:
         return None
@@ -428,6 +436,21 @@ class Run:
     def commands(self) -> int:
         return sum(s.commands for s in self.steps.values())
 
+    def depends(self, later: str, earlier: str) -> bool:
+        """Whether step `later` (a name) transitively depends on step `earlier` in this run."""
+        by_urn = self.steps
+        target = self.by_name(earlier).urn
+        seen: set[str] = set()
+        todo = list(self.by_name(later).deps)
+        while todo:
+            urn = todo.pop()
+            if urn == target:
+                return True
+            if urn not in seen and urn in by_urn:
+                seen.add(urn)
+                todo.extend(by_urn[urn].deps)
+        return False
+
     def by_name(self, name: str) -> StepRecord:
         (step,) = [s for s in self.steps.values() if s.name == name]
         return step
@@ -492,14 +515,18 @@ class Engine:
             run.seconds = time.perf_counter() - t0
         if monitor.failure is not None:
             raise monitor.failure
-        # what the program no longer registers is deleted (after all other steps)
+        if preview:  # a preview deletes nothing (DeleteStep.Apply in a dry run)
+            return run
+        # After every registration: the old copies of create-before-delete replacements
+        # ("delete-replaced"), dependents first, then what the program no longer registers.
+        for old, prov, record in reversed(monitor.pending_deletes):
+            monitor.delete(old, prov, record)
         registered = set(run.steps)
-        for urn in sorted(set(self.state.resources) - registered):
+        for urn in sorted(set(self.state.resources) - registered, reverse=True):
             old = self.state.resources[urn]
             record = StepRecord(urn, urn.rsplit("::", 1)[-1], old.type, "delete")
-            if not preview:
-                self.providers(_registration_of(old)).delete(old, record)
-                del self.state.resources[urn]
+            monitor.delete(old, self.providers(_registration_of(old)), record)
+            del self.state.resources[urn]
             run.steps[urn] = record
         return run
 
@@ -529,6 +556,8 @@ class EngineMonitor(pulumi_mocks.MockMonitor):
         self.preview = preview
         self.targeted = replace
         self.replaces: set[str] = set()  # sg.replaces
+        self.deletes: set[str] = set()  # sg.deletes
+        self.pending_deletes: list[tuple[ResourceState, Provider, StepRecord]] = []
         self.done: set[str] = set()
         self.lock = threading.Lock()
         self.workers = threading.BoundedSemaphore(engine.parallel)
@@ -595,7 +624,7 @@ class EngineMonitor(pulumi_mocks.MockMonitor):
 
     def step(self, reg: Registration) -> tuple[str, dict[str, Any]]:
         prov = self.engine.providers(reg)
-        record = StepRecord(reg.urn, reg.name, reg.type, SAME)
+        record = StepRecord(reg.urn, reg.name, reg.type, SAME, deps=frozenset(reg.all_dependencies))
         with self.lock:
             if self.failure is not None:
                 raise RuntimeError(f"not started: an earlier step failed ({self.failure})")
@@ -621,10 +650,10 @@ class EngineMonitor(pulumi_mocks.MockMonitor):
                     self.active -= 1
         with self.lock:
             if not self.preview:
+                delete = reg.inputs.get("delete") if reg.type == COMMAND_TYPE else None
                 self.engine.state.resources[reg.urn] = ResourceState(
-                    reg.urn, reg.type, id_, reg.inputs, outputs, reg.inputs.get("delete")
-                    if reg.type == COMMAND_TYPE else None,
-                )  # fmt: skip
+                    reg.urn, reg.type, id_, reg.inputs, outputs, delete, reg.deleted_with
+                )
             self.done.add(reg.urn)
         return id_, outputs
 
@@ -648,11 +677,25 @@ class EngineMonitor(pulumi_mocks.MockMonitor):
         if self.preview:
             return prov.create(reg, True, record)
         if reg.delete_before_replace:
-            prov.delete(old, record)
+            self.delete(old, prov, record)
             return prov.create(reg, False, record)
         created = prov.create(reg, False, record)
-        prov.delete(old, record)  # create-before-delete: the old one goes after the new one
+        with self.lock:  # create-before-delete: the old one is deleted at the end of the run
+            self.pending_deletes.append((old, prov, record))
         return created
+
+    def delete(self, old: ResourceState, prov: Provider, record: StepRecord) -> None:
+        """A delete step (step.go DeleteStep.Apply): no provider Delete when the resource's
+        deletedWith resource is deleted in this run (`isDeletedWith(old.DeletedWith, ...)`)."""
+        with self.lock:
+            self.deletes.add(old.urn)  # sg.deletes
+            skip = old.deleted_with is not None and old.deleted_with in self.deletes
+        if skip:
+            assert old.deleted_with is not None
+            with_ = old.deleted_with.rsplit("::", 1)[-1]
+            record.reason += f"; old one not deleted: its deletedWith {with_} was deleted"
+            return
+        prov.delete(old, record)
 
 
 # -- a ready-made provider map ---------------------------------------------------------------

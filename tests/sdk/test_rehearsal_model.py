@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -258,3 +259,69 @@ def test_the_dev_stack_preview_from_empty_state_creates_everything_and_runs_noth
     assert run.violations == []
     assert set(run.ops().values()) == {CREATE}
     assert len(run.steps) > 50
+
+
+def test_run_knows_the_dependency_order_of_its_steps() -> None:
+    run = engine(FakeHost(0), State()).up(program, config())
+    assert run.depends("c0-2", "ready") and run.depends("c0-2", "c0-0")
+    assert not run.depends("c0-2", "c1-0") and not run.depends("ready", "c0-0")
+
+
+def with_deletes(dbr: bool, guest_dbr: bool = False) -> Callable[[], None]:
+    """guest -> ready -> a (delete: "undo a") -> b, everything deleted with the guest."""
+
+    def build() -> None:
+        guest = pulumi.CustomResource(
+            "test:index:Guest",
+            "guest",
+            {"vmId": 104},
+            opts=pulumi.ResourceOptions(delete_before_replace=guest_dbr),
+        )
+        conn = remote.ConnectionArgs(host="192.0.2.10")
+        opts = pulumi.ResourceOptions(deleted_with=guest)
+        ready = remote.Command("ready", connection=conn, create="ready", opts=opts)
+        a = remote.Command(
+            "a",
+            connection=conn,
+            create="a",
+            delete="undo a",
+            triggers=[ready.id],
+            opts=pulumi.ResourceOptions(deleted_with=guest, delete_before_replace=dbr),
+        )
+        remote.Command("b", connection=conn, create="b", triggers=[a.id], opts=opts)
+
+    return build
+
+
+@pytest.mark.parametrize("dbr", [False, True])
+def test_a_replaced_command_runs_its_old_delete_create_before_delete_at_the_end(
+    dbr: bool,
+) -> None:
+    host, state = FakeHost(0.01), State()
+    eng = engine(host, state)
+    eng.up(with_deletes(dbr), config())
+    host.ran.clear()
+    run = eng.up(
+        with_deletes(dbr),
+        config(),
+        replace=(next(u for u in state.resources if u.endswith("::ready")),),
+    )
+    assert run.ops() == {"ready": REPLACE, "a": REPLACE, "b": REPLACE}
+    if dbr:  # delete, then create; b after a as before
+        assert host.names() == ["ready", "undo a", "a", "b"]
+    else:  # step_generator: the old copy is deleted after every registration ("delete-replaced")
+        assert host.names() == ["ready", "a", "b", "undo a"]
+
+
+def test_the_old_copies_of_what_is_deleted_with_a_deleted_guest_are_not_deleted() -> None:
+    """step.go DeleteStep.Apply: isDeletedWith(old.DeletedWith, otherDeletions) -> no Delete."""
+    host, state = FakeHost(0.01), State()
+    eng = engine(host, state)
+    build = with_deletes(dbr=False, guest_dbr=True)
+    eng.up(build, config())
+    host.ran.clear()
+    guest = next(u for u in state.resources if u.endswith("::guest"))
+    run = eng.up(build, config(), replace=(guest,))
+    assert run.ops() == {"guest": REPLACE, "ready": REPLACE, "a": REPLACE, "b": REPLACE}
+    assert host.names() == ["ready", "a", "b"]  # no "undo a": it went with the old guest
+    assert "not deleted" in run.by_name("a").reason

@@ -42,6 +42,7 @@ from tests.sdk.provider_host import ProviderHost
 from tests.sdk.rehearsal import (
     CREATE,
     REPLACE,
+    UNKNOWN,
     DynamicProvider,
     NotApplied,
     Overrides,
@@ -61,6 +62,7 @@ from tests.sdk.rehearsal import (
 )
 from tests.tier3.baseline_env import docker_versions
 from tests.tier3.release_env import N, Releases, release_config
+from tools.synth import SYNTH_HOST_KEY
 
 NETWORK = "smoker-rehearsal"
 SUBNET, GATEWAY = "169.254.78.0/24", "169.254.78.1"
@@ -283,7 +285,6 @@ class Rehearsal:
         command = RemoteCommand(ssh_runner)
         skip = NotApplied(NEEDS_PROXMOX)
         by_name: dict[str, Provider] = {name: NotApplied(why) for name, why in DEVICE_SKIPS.items()}
-        by_name["proxmox-guest-nat"] = skip  # a command on the Proxmox host itself
         by_name[f"{CLOUD}-docker-config"] = AfterStep(
             command, lambda: trust_registry(self.cloud, self.releases.registry.address)
         )
@@ -296,7 +297,10 @@ class Rehearsal:
                 "pulumi:providers:": NotApplied("an explicit provider: no plugin here"),
             },
         )
-        return provider_map(command, DynamicProvider(self.host), overrides)
+        # A command on the Proxmox node does not run; what it would print (the node's host key,
+        # read by the NAT step) is the synth stand-in, stable from run to run.
+        on_node = NotApplied(NEEDS_PROXMOX, {"stdout": f"{SYNTH_HOST_KEY} root@pve", "stderr": ""})
+        return provider_map(OnGuestsOnly(command, on_node), DynamicProvider(self.host), overrides)
 
     def up(
         self, preview: bool = False, replace: tuple[str, ...] = (), raw: Raw | None = None
@@ -314,6 +318,38 @@ class Rehearsal:
             if u.endswith(f"::{name}") and r.type.startswith(type_prefix)
         ]
         return found
+
+
+class OnGuestsOnly:
+    """Commands run on the test guests; a command on any other host (the Proxmox node: its NAT,
+    its host key) is not applied."""
+
+    def __init__(self, command: Provider, skip: Provider) -> None:
+        self.command, self.skip = command, skip
+
+    def _for(self, inputs: dict[str, Any]) -> Provider:
+        connection = inputs.get("connection")
+        if not isinstance(connection, dict) or connection.get("host") == UNKNOWN:
+            # unknown in a preview: a guest's connection waits on its readiness output; the
+            # node's (pinned from a command that is not run) never is
+            return self.command
+        return self.command if connection.get("host") in ADDRESSES.values() else self.skip
+
+    def diff(self, reg: Registration, old: ResourceState) -> tuple[str, str]:
+        return self._for(reg.inputs).diff(reg, old)
+
+    def create(
+        self, reg: Registration, preview: bool, record: StepRecord
+    ) -> tuple[str, dict[str, Any]]:
+        return self._for(reg.inputs).create(reg, preview, record)
+
+    def update(
+        self, reg: Registration, old: ResourceState, preview: bool, record: StepRecord
+    ) -> dict[str, Any]:
+        return self._for(reg.inputs).update(reg, old, preview, record)
+
+    def delete(self, old: ResourceState, record: StepRecord) -> None:
+        self._for(old.inputs).delete(old, record)
 
 
 class _VmGuests:

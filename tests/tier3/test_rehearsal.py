@@ -100,12 +100,17 @@ def test_1_from_empty_guests_to_a_verified_release(rh: Rehearsal) -> None:
     cloud_commands = [s for s in run.steps.values() if s.name.startswith(CLOUD) and s.commands]
     device_commands = [s for s in run.steps.values() if s.name.startswith(DEVICE) and s.commands]
     assert len(cloud_commands) >= 25 and len(device_commands) >= 10
-    # independent chains ran at the same time: Tailscale and the app after the baseline
+    # chains the program leaves independent ran at the same time, ordered ones in order: the
+    # two guests always; Tailscale and the app after the baseline unless the program orders them
+    assert any(overlap(c, d) for c in cloud_commands for d in device_commands)
+    assert not any(run.depends(c.name, d.name) for c in cloud_commands for d in device_commands)
     tailscale = [run.by_name(n) for n in CLOUD_TAILSCALE_CHAIN]
     app_chain = [run.by_name(n) for n in CLOUD_APP_CHAIN]
-    assert any(overlap(t, a) for t in tailscale for a in app_chain), summary(run)
-    assert any(overlap(c, d) for c in cloud_commands for d in device_commands)
-    assert run.max_concurrent >= 3
+    if run.depends(CLOUD_APP_CHAIN[0], CLOUD_TAILSCALE_CHAIN[-1]):
+        assert max(t.end for t in tailscale) <= min(a.start for a in app_chain), summary(run)
+    else:
+        assert any(overlap(t, a) for t in tailscale for a in app_chain), summary(run)
+    assert run.max_concurrent >= 2
     # the cloud guest: a verified release; the device guest: its baseline and Tailscale
     verify_release(rh.cloud, run)
     release = rh.state.resources[rh.urn("dev-cloud-release")]
@@ -155,8 +160,16 @@ def test_4_a_rebuilt_guest_converges_in_one_run(rh: Rehearsal) -> None:
     assert rh.cloud.name != old_guest
     new_key = host_key(rh.cloud)
     assert new_key != old_key
-    # the same steps as planned, and every command configuring the cloud guest ran again
+    # the same steps as planned: the guest and exactly what is deleted with it (the engine's
+    # deletedWith rule), and every command configuring the cloud guest ran again
     assert run.ops() == preview.ops()
+    deleted_with_guest = {
+        r.urn.rsplit("::", 1)[-1]
+        for r in rh.state.resources.values()
+        if r.deleted_with == guest_urn
+    }
+    assert set(run.ops()) == {CLOUD} | deleted_with_guest
+    assert set(run.ops().values()) == {REPLACE}
     cloud_commands = {
         u: r
         for u, r in rh.state.resources.items()
