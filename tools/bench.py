@@ -244,7 +244,85 @@ def bench_deploy(env: Any, releases: Any) -> None:
         )
 
 
+def bench_rehearsal() -> None:
+    """The dev stack rehearsed on test guests (tests/tier3/rehearsal_env.py), phase by phase."""
+    if os.geteuid() != 0:
+        print("rehearsal of the dev stack: skipped (needs root for its Docker engine)")
+        return
+    from tests.configs import set_path
+    from tests.harness import Engine, build_images, start_guest
+    from tests.harness.engine import BRIDGE_IP
+    from tests.registry import Registry
+    from tests.sdk.rehearsal import timed
+    from tests.tier3.baseline_env import served_crun
+    from tests.tier3.rehearsal_env import CLOUD, phase_windows, rehearsal
+    from tests.tier3.release_env import publish_releases
+
+    phases: dict[str, float] = {}
+    engine = Engine()
+    engine.start()
+    try:
+        with timed(phases, "images (warm cache)"):
+            images = build_images(engine)
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-registry-") as root,
+            Registry(Path(root), BRIDGE_IP.split("/")[0], loopback=True) as reg,
+            served_crun() as crun,
+        ):
+            with timed(phases, "stand-in releases in the registry"):
+                releases = publish_releases(engine, reg)
+
+            def guest(**kwargs: Any) -> Any:
+                return start_guest(engine, images, **kwargs)
+
+            with contextlib.ExitStack() as stack:
+                with timed(phases, "two fresh test guests"):
+                    r = stack.enter_context(rehearsal(engine, guest, releases, crun))
+                with timed(phases, "preview (empty state)"):
+                    r.up(preview=True)
+                with timed(phases, "up: empty guests -> verified release"):
+                    first = r.up()
+                with timed(phases, "up: nothing changed"):
+                    second = r.up()
+                r.raw = set_path(r.raw, "baseline.fail2ban.maxRetry", 5)
+                with timed(phases, "up: one setting changed (fail2ban maxRetry)"):
+                    third = r.up()
+                with timed(phases, "up: rebuilt dev-cloud guest"):
+                    try:
+                        rebuilt = r.up(replace=(r.urn(CLOUD, "proxmoxve:"),))
+                    except Exception as exc:
+                        rebuilt = None
+                        print(f"rebuilt guest run failed: {str(exc).splitlines()[0]}")
+        for name, seconds in phases.items():
+            print(f"{'rehearsal: ' + name:<52} {seconds:7.2f} s")
+        total = sum(v for k, v in phases.items() if not k.startswith("up: ") or "empty" in k)
+        print(
+            f"{'rehearsal: total, warm images to a verified release':<52} {total:7.2f} s"
+            "   (target < 300 s on warm images)"
+        )
+        print(
+            f"{'  first up: steps / commands / most at once':<52} "
+            f"{len(first.steps)} / {first.commands} / {first.max_concurrent}"
+        )
+        print(f"{'  unchanged re-run: commands':<52} {second.commands}")
+        print(
+            f"{'  one setting changed: commands':<52} {third.commands} ({', '.join(third.ops())})"
+        )
+        for name, (start, end) in phase_windows(first).items():
+            print(f"{'  first up, ' + name:<52} {start:6.1f} -> {end:6.1f} s ({end - start:.1f} s)")
+        if rebuilt is not None:
+            print(
+                f"{'  rebuilt guest: steps replaced / commands':<52} "
+                f"{len(rebuilt.ops('replace'))} / {rebuilt.commands}"
+            )
+    finally:
+        engine.stop()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["rehearsal"]:
+        bench_rehearsal()
+        return
     print("smoker-infra benchmark (2-core build machine; ratios are steadier than seconds)")
     report("import program dependencies (fresh process)", median_seconds(import_time))
     stack_time("dev")()  # first evaluation pays the imports; measure the steady state
@@ -252,6 +330,7 @@ def main() -> None:
         report(f"evaluate stack '{stack}' under mocks", median_seconds(stack_time(stack)))
         report(f"make synth STACK={stack} (fresh process)", median_seconds(cold_synth_time(stack)))
     bench_baseline()
+    bench_rehearsal()
 
 
 if __name__ == "__main__":

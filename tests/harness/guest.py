@@ -158,6 +158,8 @@ class Guest:
         self.port = 22
         self.host = ""
         self.client: Client | None = None
+        #: a fixed address on a harness network (see `ensure_network`), or None (the bridge)
+        self.fixed_ip: str | None = None
 
     # -- SSH ----------------------------------------------------------------------
 
@@ -388,7 +390,9 @@ class Guest:
         self.host = self.engine.docker_text(
             "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", self.id
         )
-        if not self.host.startswith("169.254.77."):
+        if self.fixed_ip is not None and self.host != self.fixed_ip:
+            raise HarnessError(f"guest got address {self.host!r}, not its fixed {self.fixed_ip}")
+        if self.fixed_ip is None and not self.host.startswith("169.254.77."):
             raise HarnessError(
                 f"guest got unexpected address {self.host!r} (expected 169.254.77.0/24)"
             )
@@ -505,8 +509,13 @@ def start_guest(
     hostname: str = "smoker-guest",
     with_client: bool = True,
     timeout: float = 180,
+    network: str | None = None,
+    ip: str | None = None,
 ) -> Guest:
-    """Start a guest container (building images if needed) and wait until SSH works."""
+    """Start a guest container (building images if needed) and wait until SSH works.
+
+    With `network` and `ip` (see `ensure_network`) the guest gets that fixed address, so a
+    fresh guest can replace a removed one at the same address (a rebuilt guest)."""
     images = images or build_images(engine)
     remove_stale_guest_dirs(engine)
     t0 = time.monotonic()
@@ -528,6 +537,7 @@ def start_guest(
             "run", "-d", "--name", name, "--hostname", hostname,
             "--label", f"{LABEL}={engine.ident}",
             *SYSTEMD_FLAGS,
+            *(("--network", network, "--ip", ip) if network and ip else ()),
             "-v", f"{volume_dir}:/var/lib/docker",
             images.guest, "/sbin/init",
         )  # fmt: skip
@@ -540,6 +550,7 @@ def start_guest(
             volume_dir=volume_dir,
             ssh_dir=ssh_dir,
         )
+        guest.fixed_ip = ip if network else None
         guest.exec(
             "install -d -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys"
             " && chmod 600 /root/.ssh/authorized_keys",
@@ -569,3 +580,21 @@ def remove_stale_guest_dirs(engine: Engine) -> None:
     for path in guests_dir.iterdir():
         if path.name not in live:
             remove_tree(path)
+
+
+def ensure_network(engine: Engine, name: str, subnet: str, gateway: str) -> str:
+    """A harness bridge network with a fixed link-local `subnet` (created once; labelled).
+
+    Guests on it can be given fixed addresses (`start_guest(network=..., ip=...)`); remove it
+    with `remove_network` (which also removes its bridge from the host)."""
+    found = engine.docker("network", "inspect", name, check=False, timeout=30)
+    if found.returncode != 0:
+        engine.docker(
+            "network", "create", "--driver", "bridge", "--subnet", subnet,
+            "--gateway", gateway, "--label", f"{LABEL}={engine.ident}", name, timeout=60,
+        )  # fmt: skip
+    return name
+
+
+def remove_network(engine: Engine, name: str) -> None:
+    engine.docker("network", "rm", name, check=False, timeout=60)
