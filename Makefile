@@ -1,4 +1,4 @@
-# smoker-infra: `make synth STACK=dev` (offline view), `make test` (all three tiers), `make up STACK=dev`.
+# smoker-infra: `make synth STACK=dev` (offline view), `make test` (all four tiers), `make up STACK=dev`.
 STACK ?= dev
 PYTHON ?= python3
 VENV := venv
