@@ -34,9 +34,6 @@ from urllib.parse import unquote, urlsplit
 from deploy.ledger import LEDGER_PATH, Ledger
 from deploy.lock import HostLock, Owner
 from deploy.release import (
-    BACKUP_TOOL,
-    COMMITTED_MARK,
-    STAGING_PREFIX,
     Checks,
     HttpCheck,
     ReleaseSpec,
@@ -47,6 +44,7 @@ from deploy.release import (
     service_images,
 )
 from deploy.transport import SshTarget, Transport, TransportError, connect
+from layout import BACKUP_TOOL, COMMITTED_MARK, STAGING_PREFIX, running_service
 
 q = shlex.quote
 
@@ -354,10 +352,7 @@ class Engine:
             self.log(f"removed the half-staged {name} left by an earlier deploy")
 
     def _mongo_running(self) -> bool:
-        result = self._run(
-            f"docker ps -q --filter label=com.docker.compose.project={q(self.site.project)} "
-            "--filter label=com.docker.compose.service=mongo"
-        )
+        result = self._run(running_service(self.site.project))
         return bool(result.stdout.strip())
 
     def _backup_if_running(self, kind: str) -> dict[str, str] | None:

@@ -7,8 +7,7 @@ import shlex
 from typing import Any
 
 from deploy.transport import Transport
-
-LEDGER_PATH = "/var/log/smart-smoker/deployments.jsonl"
+from layout import LEDGER_PATH
 
 
 class Ledger:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from deploy.transport import Transport
+from layout import LOCK_DIR, LOCK_OWNER_FILE
 
-LOCK_DIR = "/run/lock/smart-smoker-deploy"
 LEASE_SECONDS = 120
 
 
@@ -47,7 +47,7 @@ class HostLock:
     ) -> None:
         self.transport, self.lock_dir = transport, lock_dir
         self.lease, self.clock = lease_seconds, clock
-        self._owner_file = f"{lock_dir}/owner.json"
+        self._owner_file = f"{lock_dir}/{LOCK_OWNER_FILE}"
 
     def status(self) -> Owner | None:
         result = self.transport.run(f"cat {shlex.quote(self._owner_file)} 2>/dev/null")

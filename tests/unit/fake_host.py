@@ -19,10 +19,8 @@ from typing import Any
 
 import yaml
 
-from deploy.ledger import LEDGER_PATH
-from deploy.lock import LOCK_DIR
-from deploy.release import BACKUP_TOOL
 from deploy.transport import CommandResult, TransportError
+from layout import BACKUP_TOOL, LEDGER_PATH, LOCK_DIR
 
 APP_DIR = "/opt/smart-smoker-dev"
 PROJECT = "smart-smoker-dev"
