@@ -68,8 +68,9 @@ def release_spec(props: dict[str, Any]) -> ReleaseSpec:
 def release_engine(props: dict[str, Any], who: str) -> AbstractContextManager[Engine]:
     """The deploy engine for the release's guest (the engine owns the SSH connection)."""
     cli = f"python -m deploy --stack {props.get('stack')} --guest {props.get('guest')}"
+    redeploy = f"pulumi up --stack {props.get('stack')}"
     site = Site(props["project"], props["appDir"])
-    return over_ssh(target_of(props), site, who, _policy(props), cli=cli)
+    return over_ssh(target_of(props), site, who, _policy(props), cli=cli, redeploy=redeploy)
 
 
 def _deploy(props: dict[str, Any]) -> dict[str, Any]:

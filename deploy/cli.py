@@ -10,6 +10,10 @@ The guest's address, login, project and policy come from `Pulumi.<stack>.yaml` (
 needed: a rollback uses the env files stored in the release itself). The SSH key is a file
 (`--ssh-key`, default `$SMOKER_SSH_KEY` or ~/.ssh/id_ed25519); the host key is pinned from
 `--host-key`, the guest's `sshHostKey`, or ~/.ssh/known_hosts, never accepted blindly.
+
+No Pulumi here: the stack file is read by `deploy.stack_file`. Every error an operator can meet
+ends as one line on stderr (`error: ...`) and a non-zero exit: 2 for a wrong stack file or
+argument, 1 for what happened on the host, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,12 +29,17 @@ from typing import Any
 
 import paramiko
 
-from deploy.engine import DeployError, Policy, deployer, over_ssh
-from deploy.lock import LockHeldError
+from deploy.engine import Policy, deployer, over_ssh
 from deploy.release import Site
-from deploy.transport import SshTarget, TransportError
+from deploy.stack_file import StackFileError, stack_file_config
+from deploy.transport import SshTarget
+from errors import SmokerError
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class UsageError(SmokerError):
+    """The arguments or the stack file do not name a guest that can be reached."""
 
 
 @dataclass(frozen=True)
@@ -54,22 +63,24 @@ def known_host_key(host: str, path: Path | None = None) -> str:
 def guest_site(args: argparse.Namespace) -> GuestSite:
     """The guest's connection, project and policy from the stack file and the flags."""
     from rendering.app import project_name  # no Pulumi: config and renderers only
-    from stacks.config import parse_config
-    from tools.synth import stack_file_config
+    from stacks.config import ConfigError, parse_config
 
     values, secret_keys = stack_file_config(args.stack, Path(args.stack_dir))
-    cfg = parse_config(values, secret_keys, args.stack)
+    try:
+        cfg = parse_config(values, secret_keys, args.stack)
+    except ConfigError as exc:
+        raise UsageError(f"Pulumi.{args.stack}.yaml: {exc}") from None
     names = [g.name for g in cfg.guests]
     if args.guest not in names:
-        raise SystemExit(f"--guest {args.guest}: stack {args.stack} has {', '.join(names)}")
+        raise UsageError(f"--guest {args.guest}: stack {args.stack} has {', '.join(names)}")
     spec = cfg.guest(args.guest)
     host = args.host or spec.ssh_host
     key_file = Path(args.ssh_key).expanduser()
     if not key_file.is_file():
-        raise SystemExit(f"no SSH private key at {key_file}: pass --ssh-key or set SMOKER_SSH_KEY")
+        raise UsageError(f"no SSH private key at {key_file}: pass --ssh-key or set SMOKER_SSH_KEY")
     host_key = args.host_key or spec.ssh_host_key or known_host_key(host)
     if not host_key:
-        raise SystemExit(
+        raise UsageError(
             f"no host key for {host}: pass --host-key, set guests.{spec.name}.sshHostKey, "
             f"or add the guest to ~/.ssh/known_hosts"
         )
@@ -120,9 +131,11 @@ def _show(data: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps(data, indent=2, sort_keys=True)
     if isinstance(data, dict):
-        return "\n".join(
+        findings = data.pop("findings", None) or []
+        lines = [
             f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in data.items()
-        )
+        ]
+        return "\n".join(lines + [f"problem: {finding}" for finding in findings])
     return str(data)
 
 
@@ -143,9 +156,8 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     guest = guest_site(args)
     cli = f"python -m deploy --stack {args.stack} --guest {args.guest}"
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    with over_ssh(
-        guest.target, guest.site, deployer("cli"), guest.policy, log=log, cli=cli
-    ) as engine:
+    options = {"log": log, "cli": cli, "redeploy": f"pulumi up --stack {args.stack}"}
+    with over_ssh(guest.target, guest.site, deployer("cli"), guest.policy, **options) as engine:
         if args.command == "status":
             print(_show(engine.status(), args.json), file=out)
         elif args.command == "history":
@@ -165,7 +177,7 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
             holder = engine.lock.status()
             print(holder.describe(engine.clock()) if holder else "unlocked", file=out)
         else:
-            broken = engine.lock.break_stale(force=args.force)
+            broken = engine.break_lock(force=args.force)
             print(
                 f"broke the lock of {broken.who} ({broken.what})" if broken else "unlocked",
                 file=out,
@@ -173,10 +185,20 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     return 0
 
 
+def one_line(message: str) -> str:
+    return " | ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return run(args)
-    except (DeployError, LockHeldError, TransportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (UsageError, StackFileError) as exc:
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except SmokerError as exc:
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted (an attempt in progress is recorded in the ledger)", file=sys.stderr)
+        return 130

@@ -1,15 +1,18 @@
 """The safe-deploy engine: lock -> backup -> stage -> pull -> up -> verify -> commit | roll back.
 
-Pure Python over a `Transport` (SSH or local); it knows nothing about Pulumi. Every attempt ends
-in one ledger record and in one of these states:
+Pure Python over a `Transport` (SSH or local); it knows nothing about Pulumi. This module is the
+orchestration; what runs on the guest is in `deploy.commands`, how a release is verified in
+`deploy.checks`, what the ledger records in `deploy.record`, and what a host left by hand or by a
+crash looks like in `deploy.diagnosis`. Every attempt that took the lock ends in one ledger
+record and in one of these states:
 
 * deployed: the new release is live, verified, and `current` points at it;
 * failed before anything changed (lock, backup, stage, pull): the host is exactly as it was;
 * rolled back: the previous release (its exact digests, compose and env) is live and verified,
   and `DeployError` says so;
 * rollback failed: `RollbackError` names the exact recovery commands;
-* connection lost: nothing more can be done from here; the lock goes stale, and the next deploy
-  (after `lock break`) ends on a verified release.
+* connection lost: nothing more can be done from here; the lock goes stale, and `lock break`
+  records the attempt as abandoned; the next deploy ends on a verified release.
 
 Waits have deadlines and back off; nothing sleeps a fixed time.
 """
@@ -19,50 +22,54 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import secrets
-import shlex
 import socket
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from deploy.ledger import LEDGER_PATH, Ledger
+from deploy import commands, steps
+from deploy.checks import Auth, Checker, Get, Problem, fetch, mongo_auth, permanent, tail
+from deploy.diagnosis import Finding, HostState, findings, mongo_stopped, stale_lock
+from deploy.ledger import Ledger, LedgerError
 from deploy.lock import HostLock, Owner
-from deploy.release import (
-    BACKUP_TOOL,
-    COMMITTED_MARK,
-    STAGING_PREFIX,
-    Checks,
-    HttpCheck,
-    ReleaseSpec,
-    Site,
-    content_hash,
-    pin,
-    repository,
-    service_images,
+from deploy.record import (
+    BACKED_UP,
+    DEPLOYED,
+    FAILED,
+    INTERRUPTED,
+    ROLLBACK_FAILED,
+    ROLLED_BACK,
+    UNCHANGED,
+    Attempt,
+    DeployError,
+    Outcome,
+    RollbackError,
+    RollbackRecord,
+    StepError,
+    abandoned,
+    failure,
+    iso,
+    lost,
 )
-from deploy.transport import SshTarget, Transport, TransportError, connect
+from deploy.release import ReleaseSpec, Site, content_hash, pin, service_images
+from deploy.transport import CommandResult, SshTarget, Transport, TransportError, connect
+from layout import LEDGER_PATH
 
-q = shlex.quote
+__all__ = [
+    "DeployError",
+    "Engine",
+    "Outcome",
+    "Policy",
+    "RollbackError",
+    "deployer",
+    "fetch",
+    "mongo_auth",
+    "over_ssh",
+]
 
-
-class DeployError(RuntimeError):
-    """The deploy failed; the message says what failed and which release is live."""
-
-
-class RollbackError(DeployError):
-    """The rollback failed as well; the message gives the exact recovery commands."""
-
-
-class _StepError(Exception):
-    def __init__(self, step: str, message: str) -> None:
-        super().__init__(message)
-        self.step = step
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,50 +82,11 @@ class Policy:
     pull_timeout: float = 900.0
 
 
-@dataclass
-class Outcome:
-    release: str
-    outcome: str  # deployed | unchanged | rolled-back (CLI rollback)
-    digests: dict[str, str]
-    backup: dict[str, str] | None
-    deployed_at: str
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def mongo_auth(transport: Transport, port: int, db_url: str) -> None:
-    """Authenticate as the application user of `db_url` through the transport (raises)."""
-    from deploy.mongo_users import connect  # pymongo only where it is needed
-
-    url = urlsplit(db_url)
-    database = url.path.lstrip("/") or "admin"
-    with transport.forward(port) as local:
-        client = connect(local, unquote(url.username or ""), unquote(url.password or ""))
-        try:
-            client[database].list_collection_names()
-        finally:
-            client.close()
-
-
-def fetch(url: str, timeout: float = 5) -> tuple[int, str]:
-    """GET `url` from here: (status, body); status 0 when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (OSError, ValueError):
-        return 0, ""
-
-
 def deployer(via: str) -> str:
     """Who is deploying, for the lock and the ledger: the CI actor, else user@machine."""
     actor = os.environ.get("GITHUB_ACTOR")
     who = f"{actor} (GitHub Actions)" if actor else f"{getpass.getuser()}@{socket.gethostname()}"
     return f"{who} via {via}"
-
-
-def _now_iso(clock: Callable[[], float]) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(clock()))
 
 
 class Engine:
@@ -129,204 +97,257 @@ class Engine:
         who: str,
         policy: Policy = Policy(),
         *,
-        auth: Callable[[Transport, int, str], None] = mongo_auth,
-        get: Callable[[str], tuple[int, str]] = fetch,
+        auth: Auth = mongo_auth,
+        get: Get = fetch,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] = lambda _: None,
         ledger_path: str = LEDGER_PATH,
         cli: str = "python -m deploy --stack <stack> --guest <guest>",
+        redeploy: str = "pulumi up --stack <stack>",
     ) -> None:
         self.cli = cli  # how an operator runs the CLI for this guest (in recovery messages)
+        self.redeploy = redeploy  # how an operator deploys this guest again
         self.t, self.site, self.who, self.policy = transport, site, who, policy
-        self.get = get
-        self.auth, self.clock, self.monotonic, self.sleep, self.log = (
-            auth,
-            clock,
-            monotonic,
-            sleep,
-            log,
+        self.clock, self.monotonic, self.sleep, self.log = clock, monotonic, sleep, log
+        self.checker = Checker(transport, site, auth, get)
+        self.lock = HostLock(
+            transport, lease_seconds=policy.lock_lease, clock=clock, breaker=f"{cli} lock break"
         )
-        self.lock = HostLock(transport, lease_seconds=policy.lock_lease, clock=clock)
         self.ledger = Ledger(transport, ledger_path)
         self._owner: Owner | None = None
+        self._step = "start"  # the step running now (where a lost connection or a bug hit)
+        self._timings: dict[str, float] = {}  # the running attempt's
 
     # -- public operations --------------------------------------------------------------------
 
     def deploy(self, spec: ReleaseSpec) -> Outcome:
         """Deploy `spec`: a new verified live release, or an exception after a rollback."""
-        return self._attempt("deploy", lambda record: self._deploy(spec, record))
+        return self._attempt("deploy", lambda attempt: self._deploy(spec, attempt))
 
     def rollback(self, to: str | None = None) -> Outcome:
         """Make an earlier release (default: the one before the live one) live again, verified."""
-        return self._attempt("rollback", lambda record: self._rollback(to, record))
+        return self._attempt("rollback", lambda attempt: self._rollback(to, attempt))
 
     def backup(self) -> dict[str, str]:
-        """A verified on-demand MongoDB backup (under the lock)."""
-        with self._locked("backup"):
-            return self._backup("predeploy")
+        """A verified on-demand MongoDB backup (under the lock, recorded in the ledger)."""
+
+        def body(attempt: Attempt) -> dict[str, str]:
+            attempt.previous = attempt.release = self._survey(attempt).live
+            attempt.backup = self._timed("backup", lambda: steps.backup(self.t, "predeploy"))
+            attempt.outcome = BACKED_UP
+            return attempt.backup
+
+        return self._attempt("backup", body)
 
     def status(self) -> dict[str, Any]:
-        """The live release, its digests, the lock, and whether it verifies right now."""
-        live = self.live()
+        """The live release, its digests, the lock, whether it verifies right now, and every
+        problem of the host with the command that fixes it."""
+        state = self.survey()
+        live = state.live
         manifest = self.manifest(live) if live else {}
-        problem = self._problem(live) if live else "no live release"
+        problem = self._problem(live) if live else Problem("no live release")
         holder = self.lock.status()
+        found = self.findings(state, holder)
         return {
             "release": live,
             "digests": manifest.get("digests", {}),
             "deployedAt": manifest.get("created"),
             "backup": manifest.get("backup"),
             "healthy": problem is None,
-            "problem": problem,
+            "problem": str(problem) if problem else None,
             "lock": holder.describe(self.clock()) if holder else None,
+            "findings": [str(f) for f in found],
         }
 
     def history(self) -> list[dict[str, Any]]:
         return self.ledger.records()
 
+    def break_lock(self, force: bool = False) -> Owner | None:
+        """Break a stale lock (any lock with `force`) and record its holder's attempt, which
+        ended without a record of its own, as abandoned."""
+        holder = self.lock.break_stale(force=force)
+        if holder is not None:
+            self.ledger.append(abandoned(holder, self.who, self.clock()).as_json())
+        return holder
+
     # -- host state ---------------------------------------------------------------------------
 
     def live(self) -> str | None:
-        out = self._run(f"readlink {q(self.site.current)} || true").stdout.strip()
+        out = self._run(commands.read_current(self.site)).stdout.strip()
         return out.rsplit("/", 1)[-1] if out else None
 
     def releases(self) -> list[tuple[str, bool]]:
         """(release id, committed) oldest first."""
-        result = self._run(
-            f"cd {q(self.site.releases)} 2>/dev/null || exit 0; for d in */; do d=${{d%/}}; "
-            f'[ -f "$d/manifest.json" ] || continue; '
-            f'if [ -f "$d/{COMMITTED_MARK}" ]; then echo "$d 1"; else echo "$d 0"; fi; done'
-        )
+        result = self._run(commands.list_releases(self.site))
         rows = [line.split() for line in result.stdout.splitlines() if line.strip()]
         return sorted((name, flag == "1") for name, flag in rows)
 
     def manifest(self, release_id: str) -> dict[str, Any]:
-        path = f"{self.site.release_dir(release_id)}/manifest.json"
-        result = self._run(f"cat {q(path)}")
+        result = self._run(commands.cat_manifest(self.site, release_id))
         if not result.ok:
+            path = commands.manifest_path(self.site, release_id)
             raise DeployError(f"release {release_id} has no manifest at {path}")
         data: dict[str, Any] = json.loads(result.stdout)
         return data
 
+    def survey(self) -> HostState:
+        return HostState.parse(self._run(commands.survey(self.site, self.ledger.path)).stdout)
+
+    def findings(self, state: HostState, holder: Owner | None) -> list[Finding]:
+        """Every problem of the host: its state, a stale lock, a stopped MongoDB."""
+        found = findings(
+            state, self.site, cli=self.cli, redeploy=self.redeploy, ledger_path=self.ledger.path
+        )
+        if holder is not None and holder.until < self.clock():
+            found.append(stale_lock(holder, self.clock(), self.cli))
+        if self.policy.backup and not self._mongo_running():
+            found.append(mongo_stopped(self.site, state.live))
+        return found
+
     # -- the paths ----------------------------------------------------------------------------
 
-    def _attempt(self, action: str, body: Callable[[dict[str, Any]], Outcome]) -> Outcome:
+    def _attempt(self, action: str, body: Callable[[Attempt], T]) -> T:
+        """Run `body` under the lock; whatever ends it, one ledger record (or, when the
+        connection is gone, a message saying how the next `lock break` records it)."""
         started = self.monotonic()
-        record: dict[str, Any] = {
-            "action": action,
-            "who": self.who,
-            "started": _now_iso(self.clock),
-            "timings": {},
-        }
+        attempt = Attempt(action, self.who, iso(self.clock()))
+        self._step, self._timings = "start", attempt.timings
         try:
             with self._locked(action):
                 try:
-                    outcome = body(record)
-                except _StepError as exc:
-                    record.update(outcome=record.get("outcome", "failed"), step=exc.step)
-                    record.setdefault("error", str(exc))
-                    raise self._failure(record) from None
-                except (TransportError, DeployError):
-                    raise
-                except Exception as exc:  # a bug or a surprise: still one ledger record
-                    record.update(outcome="failed", step="internal", error=repr(exc))
-                    raise
-                finally:
-                    record["finished"] = _now_iso(self.clock)
-                    record["timings"]["total"] = round(self.monotonic() - started, 3)
-                    if "outcome" in record:
-                        self.ledger.append(record)
+                    result = body(attempt)
+                except BaseException as exc:
+                    error = self._settle(attempt, exc)
+                    self._record(attempt, started, error)
+                    if error is exc:
+                        raise
+                    raise error from None
+                self._record(attempt, started, None)
+                return result
         except TransportError as exc:
-            raise DeployError(self._lost(action, record, exc)) from exc
-        return outcome
+            raise DeployError(lost(attempt, str(exc), self.cli, self.policy.lock_lease)) from exc
 
-    def _deploy(self, spec: ReleaseSpec, record: dict[str, Any]) -> Outcome:
-        live = self.live()
-        record["previous"] = live
-        self._drop_half_staged()
-        backup = self._timed(record, "backup", lambda: self._backup_if_running("predeploy"))
-        record["backup"] = backup
-        staging = self._timed(record, "stage", lambda: self._stage(spec))
+    def _settle(self, attempt: Attempt, exc: BaseException) -> BaseException:
+        """Complete the record of a failed attempt; the exception for the caller."""
+        if isinstance(exc, StepError):
+            attempt.step = exc.step
+            attempt.error = attempt.error or str(exc)
+            attempt.outcome = attempt.outcome or FAILED
+            return failure(attempt, self.site, self.cli, self.ledger.path)
+        if attempt.outcome is None:
+            if isinstance(exc, TransportError):
+                attempt.fail(self._step, f"the connection was lost: {exc}")
+            elif isinstance(exc, DeployError):
+                attempt.fail(self._step, str(exc))
+            elif isinstance(exc, Exception):  # a bug or a surprise: still one ledger record
+                attempt.fail("internal", repr(exc))
+            else:  # Ctrl-C and the like
+                attempt.fail(self._step, type(exc).__name__, INTERRUPTED)
+        return exc
+
+    def _record(self, attempt: Attempt, started: float, error: BaseException | None) -> None:
+        attempt.finished = iso(self.clock())
+        attempt.timings["total"] = round(self.monotonic() - started, 3)
         try:
-            pinned = self._timed(record, "pull", lambda: self._pull(spec.compose))
-        except _StepError:
-            self._run(f"rm -rf {q(staging)}")
+            self.ledger.append(attempt.as_json())
+        except LedgerError as exc:
+            what = f"{attempt.action} of {attempt.release or 'a new release'}: {attempt.outcome}"
+            first = f"{error} " if isinstance(error, DeployError) else f"{what}. "
+            raise LedgerError(f"{first}It was not recorded: {exc}") from error
+
+    def _deploy(self, spec: ReleaseSpec, attempt: Attempt) -> Outcome:
+        live = self._survey(attempt).live
+        attempt.previous = live
+        backup = self._timed("backup", lambda: self._backup_if_running("predeploy", live))
+        attempt.backup = backup
+        staging = self._timed("stage", lambda: steps.stage(self.t, self.site, spec))
+        try:
+            pinned = self._timed(
+                "pull",
+                lambda: steps.pull(self.t, spec.compose, self.policy.pull_timeout, self._renew),
+            )
+        except StepError:
+            self._run(commands.remove(staging))
             raise
         compose = pin(spec.compose, pinned)
         digest = content_hash(compose, spec.env_files, spec.checks)
-        record["digests"] = {svc: pinned[ref] for svc, ref in service_images(spec.compose).items()}
+        attempt.digests = {svc: pinned[ref] for svc, ref in service_images(spec.compose).items()}
         if live and self.manifest(live).get("content") == digest:
             # Already the live release: `up` it anyway (a deploy that died after its `up` left
             # other containers running), then verify; compose recreates nothing that matches.
-            self._run(f"rm -rf {q(staging)}")
-            record["release"] = live
-            self._go_live(live, live, backup, record)
-            record["outcome"] = "unchanged"
-            return self._outcome(live, "unchanged", record)
+            self._run(commands.remove(staging))
+            attempt.release = live
+            self._go_live(live, live, backup, attempt)
+            attempt.outcome = UNCHANGED
+            return self._outcome(live, UNCHANGED, attempt)
         release_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock())) + "-" + digest
-        record["release"] = release_id
+        attempt.release = release_id
+        manifest = {
+            "id": release_id,
+            "project": self.site.project,
+            "content": digest,
+            "digests": attempt.digests,
+            "checks": spec.checks.as_dict(),
+            "backup": backup,
+            "created": iso(self.clock()),
+            "who": self.who,
+        }
         self._timed(
-            record,
-            "stage",
-            lambda: self._seal(staging, release_id, spec, compose, pinned, digest, backup),
+            "stage", lambda: steps.seal(self.t, self.site, staging, release_id, compose, manifest)
         )
-        self._go_live(release_id, live, backup, record)
-        return self._outcome(release_id, "deployed", record)
+        self._go_live(release_id, live, backup, attempt)
+        return self._outcome(release_id, DEPLOYED, attempt)
 
-    def _rollback(self, to: str | None, record: dict[str, Any]) -> Outcome:
-        live = self.live()
-        record["previous"] = live
-        target = to or self._before(live)
-        known = dict(self.releases())
-        if target not in known:
-            raise _StepError("select", f"no release {target!r} on the host (see `status`)")
-        record["release"] = target
-        record["digests"] = self.manifest(target).get("digests", {})
-        record["backup"] = self._timed(
-            record, "backup", lambda: self._backup_if_running("predeploy")
-        )
-        self._go_live(target, live, record["backup"], record)
-        return self._outcome(target, "rolled-back", record)
+    def _rollback(self, to: str | None, attempt: Attempt) -> Outcome:
+        state = self._survey(attempt)
+        live = state.live
+        attempt.previous = live
+        target = to or self._before(live, state)
+        if target not in state.names:
+            raise StepError("select", f"no release {target!r} on the host (see `status`)")
+        attempt.release = target
+        attempt.digests = self.manifest(target).get("digests", {})
+        attempt.backup = self._timed("backup", lambda: self._backup_if_running("predeploy", live))
+        self._go_live(target, live, attempt.backup, attempt)
+        return self._outcome(target, ROLLED_BACK, attempt)
 
     def _go_live(
         self,
         release_id: str,
         previous: str | None,
         backup: dict[str, str] | None,
-        record: dict[str, Any],
+        attempt: Attempt,
     ) -> None:
         """Up, verify, commit; on failure put `previous` back (or report why it could not)."""
         try:
-            self._timed(record, "up", lambda: self._up(release_id))
-            self._timed(record, "verify", lambda: self._verify(release_id))
-            self._timed(record, "commit", lambda: self._commit(release_id))
-        except _StepError as failure:
-            record.update(step=failure.step, error=str(failure))
-            self._timed(record, "rollback", lambda: self._restore(previous, backup, record))
+            self._timed("up", lambda: self._up(release_id))
+            self._timed("verify", lambda: self._verify(release_id))
+            self._timed("commit", lambda: self._commit(release_id))
+        except StepError as exc:
+            attempt.step, attempt.error = exc.step, str(exc)
+            self._timed("rollback", lambda: self._restore(previous, backup, attempt))
             raise
-        record["outcome"] = "deployed"
-        self._timed(record, "prune", self._prune)
+        attempt.outcome = DEPLOYED
+        self._timed("prune", self._prune)
 
     def _restore(
-        self, previous: str | None, backup: dict[str, str] | None, record: dict[str, Any]
+        self, previous: str | None, backup: dict[str, str] | None, attempt: Attempt
     ) -> None:
         if previous is None:
-            record.update(outcome="failed", rollback={"to": None, "outcome": "none"})
+            attempt.outcome, attempt.rollback = FAILED, RollbackRecord(None, "none")
             return
         try:
             self._up(previous)
             if backup and self.policy.restore_on_rollback:
-                self._restore_backup(backup)
+                steps.restore_backup(self.t, backup)
             self._verify(previous)
-        except _StepError as exc:
-            record.update(
-                outcome="rollback-failed",
-                rollback={"to": previous, "outcome": "failed", "error": str(exc)},
-            )
+        except StepError as exc:
+            attempt.outcome = ROLLBACK_FAILED
+            attempt.rollback = RollbackRecord(previous, "failed", str(exc))
             return
-        record.update(outcome="rolled-back", rollback={"to": previous, "outcome": "verified"})
+        attempt.outcome, attempt.rollback = ROLLED_BACK, RollbackRecord(previous, "verified")
 
     # -- the steps ----------------------------------------------------------------------------
 
@@ -343,141 +364,39 @@ class Engine:
         if self._owner is not None:
             self._owner = self.lock.renew(self._owner, seconds)
 
-    def _drop_half_staged(self) -> None:
-        """A deploy that died while staging leaves `.staging-*`: never used, removed."""
-        removed = self._run(
-            f"cd {q(self.site.releases)} 2>/dev/null || exit 0; "
-            f'for d in {STAGING_PREFIX}*; do [ -e "$d" ] || continue; rm -rf "$d"; '
-            'echo "$d"; done'
-        ).stdout.split()
-        for name in removed:
-            self.log(f"removed the half-staged {name} left by an earlier deploy")
+    def _survey(self, attempt: Attempt) -> HostState:
+        """The host as this attempt finds it: its problems logged and recorded, the
+        half-staged releases of dead deploys removed."""
+        state = self.survey()
+        for finding in findings(
+            state, self.site, cli=self.cli, redeploy=self.redeploy, ledger_path=self.ledger.path
+        ):
+            self.log(f"found: {finding}")
+            attempt.findings.append(str(finding))
+        if state.staging:
+            removed = self._run(commands.drop_staging(self.site)).stdout.split()
+            for name in removed:
+                self.log(f"removed the half-staged {name} left by an earlier deploy")
+        return state
 
     def _mongo_running(self) -> bool:
-        result = self._run(
-            f"docker ps -q --filter label=com.docker.compose.project={q(self.site.project)} "
-            "--filter label=com.docker.compose.service=mongo"
-        )
-        return bool(result.stdout.strip())
+        return bool(self._run(commands.mongo_running(self.site)).stdout.strip())
 
-    def _backup_if_running(self, kind: str) -> dict[str, str] | None:
+    def _backup_if_running(self, kind: str, live: str | None) -> dict[str, str] | None:
         if not self.policy.backup:
             return None
         if not self._mongo_running():
-            raise _StepError("backup", "MongoDB is not running: no pre-deploy backup possible")
-        return self._backup(kind)
-
-    def _backup(self, kind: str) -> dict[str, str]:
-        """Dump with the backup tool, then check the archive against its manifest ourselves."""
-        result = self._run(f"{BACKUP_TOOL} dump --class {q(kind)}", timeout=1800)
-        lines = result.stdout.strip().splitlines()
-        if not result.ok or not lines:
-            raise _StepError("backup", f"the pre-deploy backup failed: {_tail(result.stderr)}")
-        archive = lines[-1]
-        check = self._run(
-            f'a={q(archive)}; gzip -t "$a" && sha256sum "$a" | cut -d\' \' -f1 && '
-            'cat "${a%.archive.gz}.json"'
-        )
-        if not check.ok:
-            raise _StepError("backup", f"the backup {archive} is not intact: {_tail(check.stderr)}")
-        sha, _, manifest = check.stdout.partition("\n")
-        if json.loads(manifest).get("sha256") != sha.strip():
-            raise _StepError("backup", f"the backup {archive} does not match its checksum")
-        return {"id": archive.rsplit("/", 1)[-1], "path": archive, "sha256": sha.strip()}
-
-    def _restore_backup(self, backup: dict[str, str]) -> None:
-        result = self._run(f"{BACKUP_TOOL} restore {q(backup['path'])} --in-place", timeout=1800)
-        if not result.ok:
-            raise _StepError("restore", f"restoring {backup['id']} failed: {_tail(result.stderr)}")
-
-    def _stage(self, spec: ReleaseSpec) -> str:
-        staging = f"{self.site.releases}/{STAGING_PREFIX}{secrets.token_hex(4)}"
-        made = self._run(f"mkdir -p {q(self.site.releases)} && install -d -m 0700 {q(staging)}")
-        if not made.ok:
-            raise _StepError("stage", f"could not create {staging}: {_tail(made.stderr)}")
-        for name, content in spec.env_files.items():
-            wrote = self._run(
-                f"umask 077 && cat > {q(staging + '/' + name)}", stdin=content.encode()
+            raise StepError(
+                "backup", f"no pre-deploy backup possible: {mongo_stopped(self.site, live)}"
             )
-            if not wrote.ok:
-                self._run(f"rm -rf {q(staging)}")
-                raise _StepError("stage", f"could not write {name}: {_tail(wrote.stderr)}")
-        return staging
-
-    def _pull(self, compose: str) -> dict[str, str]:
-        """Pull every image once and resolve it to `repo@sha256:...` (only digests from here)."""
-        pinned: dict[str, str] = {}
-        for ref in sorted(set(service_images(compose).values())):
-            self._renew()
-            if "@sha256:" in ref:
-                got = self._run(
-                    f"docker image inspect {q(ref)} >/dev/null 2>&1 || docker pull -q {q(ref)}",
-                    timeout=self.policy.pull_timeout,
-                )
-                if not got.ok:
-                    raise _StepError("pull", f"pulling {ref} failed: {_tail(got.stderr)}")
-                pinned[ref] = ref
-                continue
-            got = self._run(
-                f"docker pull -q {q(ref)} >/dev/null && "
-                f"docker image inspect --format '{{{{json .RepoDigests}}}}' {q(ref)}",
-                timeout=self.policy.pull_timeout,
-            )
-            if not got.ok:
-                raise _StepError("pull", f"pulling {ref} failed: {_tail(got.stderr)}")
-            repo = repository(ref)
-            digests = [d for d in json.loads(got.stdout or "[]") if repository(d) == repo]
-            if not digests:
-                raise _StepError("pull", f"{ref} has no registry digest for {repo}")
-            pinned[ref] = digests[0]
-        return pinned
-
-    def _seal(
-        self,
-        staging: str,
-        release_id: str,
-        spec: ReleaseSpec,
-        compose: str,
-        pinned: dict[str, str],
-        content: str,
-        backup: dict[str, str] | None,
-    ) -> None:
-        """Write compose and manifest, check the compose file, then move it in place whole."""
-        manifest = {
-            "id": release_id,
-            "project": self.site.project,
-            "content": content,
-            "digests": {svc: pinned[ref] for svc, ref in service_images(spec.compose).items()},
-            "checks": spec.checks.as_dict(),
-            "backup": backup,
-            "created": _now_iso(self.clock),
-            "who": self.who,
-        }
-        compose = (
-            f"# Release {release_id}, images pinned by digest. Managed by smoker-infra.\n" + compose
-        )
-        target = self.site.release_dir(release_id)
-        for name, text in (
-            ("compose.yaml", compose),
-            ("manifest.json", json.dumps(manifest, indent=2) + "\n"),
-        ):
-            self._run(f"umask 077 && cat > {q(staging + '/' + name)}", stdin=text.encode())
-        sealed = self._run(
-            f"docker compose -f {q(staging + '/compose.yaml')} config -q && "
-            f"mv -T {q(staging)} {q(target)}"
-        )
-        if not sealed.ok:
-            self._run(f"rm -rf {q(staging)}")
-            raise _StepError("stage", f"the release's compose file is invalid: {sealed.stderr}")
+        return steps.backup(self.t, kind)
 
     def _up(self, release_id: str) -> None:
         timeout = self.policy.verify_timeout + 60  # `up` waits for dependencies to be healthy
         self._renew(timeout + self.policy.lock_lease)
-        result = self._run(
-            f"{self.site.compose(release_id)} up -d --remove-orphans", timeout=timeout
-        )
+        result = self._run(commands.compose_up(self.site, release_id), timeout=timeout)
         if not result.ok:
-            raise _StepError("up", f"`docker compose up` failed: {_tail(result.stderr)}")
+            raise StepError("up", f"`docker compose up` failed: {tail(result.stderr)}")
 
     def _verify(self, release_id: str) -> None:
         """Poll the checks with backoff until all pass, one fails for good, or the deadline."""
@@ -487,85 +406,26 @@ class Engine:
             problem = self._problem(release_id)
             if problem is None:
                 return
-            if problem.startswith("!") or self.monotonic() + delay > deadline:
-                raise _StepError(
-                    "verify",
-                    f"release {release_id} was not verified: {problem.lstrip('!')}",
-                )
+            if problem.permanent or self.monotonic() + delay > deadline:
+                raise StepError("verify", f"release {release_id} was not verified: {problem}")
             self._renew()
             self.sleep(delay)
             delay = min(delay * 1.5, 3.0)
 
-    def _problem(self, release_id: str) -> str | None:
-        """The first failing check, or None; a leading '!' marks a failure waiting cannot fix."""
+    def _problem(self, release_id: str) -> Problem | None:
+        """The first failing check, or None."""
         try:
             manifest = self.manifest(release_id)
         except DeployError as exc:
-            return f"!{exc}"
-        return (
-            self._containers_problem(release_id, manifest["digests"])
-            or self._http_problem(Checks.from_dict(manifest.get("checks") or {}))
-            or self._auth_problem(release_id, Checks.from_dict(manifest.get("checks") or {}))
-        )
-
-    def _containers_problem(self, release_id: str, digests: dict[str, str]) -> str | None:
-        result = self._run(f"{self.site.compose(release_id)} ps -a --format json")
-        if not result.ok:
-            return f"`docker compose ps` failed: {_tail(result.stderr)}"
-        rows = _json_rows(result.stdout)
-        by_service = {row.get("Service"): row for row in rows}
-        for service, image in sorted(digests.items()):
-            row = by_service.get(service)
-            if row is None:
-                return f"service {service} has no container"
-            if row.get("Image") != image:
-                return f"service {service} runs {row.get('Image')}, not {image}"
-            if row.get("Health") == "unhealthy":
-                return f"!service {service} is unhealthy"
-            if row.get("State") != "running":
-                return f"service {service} is {row.get('State')}"
-            if row.get("Health") not in ("healthy", "", None):
-                return f"service {service} is {row.get('Health')}"
-        return None
-
-    def _http_problem(self, checks: Checks) -> str | None:
-        for check in checks.http:
-            result = self._run(f"curl -s -m 5 -w '\\n%{{http_code}}' {q(check.url)}", timeout=30)
-            body, _, code = result.stdout.rpartition("\n")
-            problem = _answer_problem(check, code.strip(), body)
-            if problem:
-                return problem
-        for check in checks.outside:
-            status, body = self.get(check.url)
-            problem = _answer_problem(check, str(status or ""), body)
-            if problem:
-                return f"from outside: {problem}"
-        return None
-
-    def _auth_problem(self, release_id: str, checks: Checks) -> str | None:
-        if not checks.mongo_user_env:
-            return None
-        env_path = f"{self.site.release_dir(release_id)}/{checks.mongo_user_env}"
-        env = self._run(f"sed -n 's/^DB_URL=//p' {q(env_path)}")
-        url = env.stdout.strip()
-        if not url:
-            return f"!{env_path} has no DB_URL"
-        try:
-            self.auth(self.t, checks.mongo_port, url)
-        except TransportError:
-            raise
-        except Exception as exc:  # any driver error: report its kind, never the URL
-            return f"the application user cannot authenticate ({type(exc).__name__})"
-        return None
+            return permanent(str(exc))
+        return self.checker.problem(release_id, manifest)
 
     def _commit(self, release_id: str) -> None:
-        rel = f"releases/{release_id}"
-        done = self._run(
-            f"cd {q(self.site.app_dir)} && touch {q(rel + '/' + COMMITTED_MARK)} && "
-            f"ln -sfn {q(rel)} .current.new && mv -T .current.new current"
-        )
+        done = self._run(commands.commit(self.site, release_id))
         if not done.ok:
-            raise _StepError("commit", f"could not point current at {release_id}: {done.stderr}")
+            raise StepError(
+                "commit", f"could not point current at {release_id}: {tail(done.stderr)}"
+            )
 
     def _prune(self) -> None:
         """Keep the live release and the newest committed ones (and their images)."""
@@ -582,104 +442,43 @@ class Engine:
         dropped_images = {
             ref for name in drop for ref in self.manifest(name)["digests"].values()
         } - kept_images
-        paths = " ".join(q(self.site.release_dir(name)) for name in drop)
-        self._run(f"rm -rf {paths}")
+        self._run(commands.remove(*(self.site.release_dir(name) for name in drop)))
         if dropped_images:
-            refs = " ".join(q(ref) for ref in sorted(dropped_images))
-            self._run(f"docker image rm {refs} >/dev/null 2>&1 || true")
+            self._run(commands.remove_images(sorted(dropped_images)))
         if self.policy.backup:
-            self._run(f"{BACKUP_TOOL} prune >/dev/null")
+            self._run(commands.backup_prune())
         self.log(f"pruned releases {', '.join(drop)}")
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _before(self, live: str | None) -> str:
-        committed = [name for name, ok in self.releases() if ok and name != live]
+    def _before(self, live: str | None, state: HostState) -> str:
+        committed = [name for name, ok in state.releases if ok and name != live]
         older = [name for name in committed if live is None or name < live]
         if not older:
-            raise _StepError("select", "no earlier committed release to roll back to")
+            raise StepError("select", "no earlier committed release to roll back to")
         return older[-1]
 
-    def _timed(self, record: dict[str, Any], name: str, step: Callable[[], Any]) -> Any:
+    def _timed(self, name: str, step: Callable[[], T]) -> T:
+        self._step = name
         start = self.monotonic()
         try:
             return step()
         finally:
-            timings = record["timings"]
+            timings = self._timings
             timings[name] = round(timings.get(name, 0.0) + self.monotonic() - start, 3)
 
-    def _outcome(self, release_id: str, outcome: str, record: dict[str, Any]) -> Outcome:
+    def _outcome(self, release_id: str, outcome: str, attempt: Attempt) -> Outcome:
         return Outcome(
             release=release_id,
             outcome=outcome,
-            digests=dict(record.get("digests") or {}),
-            backup=record.get("backup"),
-            deployed_at=_now_iso(self.clock),
-            timings=record["timings"],
+            digests=dict(attempt.digests),
+            backup=attempt.backup,
+            deployed_at=iso(self.clock()),
+            timings=attempt.timings,
         )
 
-    def _failure(self, record: dict[str, Any]) -> DeployError:
-        """The exception for a failed attempt: what failed, what is live, where to look."""
-        step, error = record.get("step"), record.get("error")
-        backup = record.get("backup") or {}
-        where = f"Ledger: {self.ledger.path}."
-        if backup:
-            where += f" Pre-deploy backup: {backup['path']} (sha256 {backup['sha256']})."
-        previous = record.get("previous")
-        outcome = record["outcome"]
-        release = record.get("release") or "a new release"
-        failed = f"{record['action']} of {release} failed at {step}: {error}."
-        if outcome == "rolled-back":
-            return DeployError(
-                f"{failed} Rolled back: release {previous} is live and verified. {where}"
-            )
-        if outcome == "rollback-failed":
-            rollback = record["rollback"]
-            compose = self.site.compose(previous or "")
-            by_hand = f"`{self.cli} rollback --to {previous}`, or on the guest `{compose} up -d`"
-            if backup:
-                restore = f"{BACKUP_TOOL} restore {backup['path']} --in-place"
-                by_hand += f" and, to restore data, `{restore}`"
-            return RollbackError(
-                f"{failed} The rollback to {previous} failed too: {rollback['error']}. "
-                f"Recover by hand: {by_hand}. {where}"
-            )
-        if record.get("rollback", {}).get("outcome") == "none":
-            return DeployError(
-                f"{failed} There is no earlier release to roll back to: the failed release is "
-                f"left running for inspection. {where}"
-            )
-        return DeployError(
-            f"{failed} Nothing was changed on the host"
-            + (f"; release {previous} is still live." if previous else ".")
-            + f" {where}"
-        )
-
-    def _lost(self, action: str, record: dict[str, Any], exc: TransportError) -> str:
-        return (
-            f"{action} of {record.get('release') or 'a new release'}: the connection to the "
-            f"host was lost ({exc}). The host may be between releases; `current` still points at "
-            f"{record.get('previous') or 'no release'}. The deploy lock goes stale after "
-            f"{self.policy.lock_lease:.0f} s; then `{self.cli} lock break` and deploy "
-            "again: the next deploy ends on a verified release."
-        )
-
-    def _run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> Any:
+    def _run(self, command: str, stdin: bytes = b"", timeout: float = 120) -> CommandResult:
         return self.t.run(command, stdin=stdin, timeout=timeout)
-
-
-def _answer_problem(check: HttpCheck, code: str, body: str) -> str | None:
-    if code != str(check.status):
-        return f"GET {check.url} answered {code or 'nothing'}"
-    if check.json:
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return f"GET {check.url} did not answer JSON"
-        for key, want in check.json.items():
-            if doc.get(key) != want:
-                return f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}"
-    return None
 
 
 @contextmanager
@@ -689,18 +488,3 @@ def over_ssh(
     """The engine on one SSH connection to the guest (host key pinned)."""
     with connect(target) as transport:
         yield Engine(transport, site, who, policy, **options)
-
-
-def _tail(text: str, lines: int = 3) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:]) or "no output"
-
-
-def _json_rows(text: str) -> list[dict[str, Any]]:
-    """`docker compose ps --format json`: a JSON array (older) or one object per line (newer)."""
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        rows: list[dict[str, Any]] = json.loads(text)
-        return rows
-    return [json.loads(line) for line in text.splitlines() if line.strip()]

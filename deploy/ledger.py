@@ -7,8 +7,12 @@ import shlex
 from typing import Any
 
 from deploy.transport import Transport
+from errors import SmokerError
+from layout import LEDGER_PATH
 
-LEDGER_PATH = "/var/log/smart-smoker/deployments.jsonl"
+
+class LedgerError(SmokerError):
+    """The ledger could not be written."""
 
 
 class Ledger:
@@ -23,7 +27,11 @@ class Ledger:
             stdin=line.encode(),
         )
         if not result.ok:
-            raise RuntimeError(f"could not append to the ledger {self.path}: {result.stderr}")
+            why = " | ".join(result.stderr.strip().splitlines()[-2:]) or f"exit {result.exit_code}"
+            raise LedgerError(
+                f"could not append to the ledger {self.path} ({why}); see on the guest "
+                f"`ls -ld {p} $(dirname {p}); df -h $(dirname {p})`"
+            )
 
     def records(self) -> list[dict[str, Any]]:
         result = self.transport.run(f"cat {shlex.quote(self.path)} 2>/dev/null || true")

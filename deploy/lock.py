@@ -15,12 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from deploy.transport import Transport
+from errors import SmokerError
+from layout import LOCK_DIR, LOCK_OWNER_FILE
 
-LOCK_DIR = "/run/lock/smart-smoker-deploy"
 LEASE_SECONDS = 120
 
 
-class LockHeldError(RuntimeError):
+class LockHeldError(SmokerError):
     """Someone else holds the lock (the message names them)."""
 
 
@@ -44,10 +45,12 @@ class HostLock:
         lock_dir: str = LOCK_DIR,
         lease_seconds: float = LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
+        breaker: str = "python -m deploy --stack <stack> --guest <guest> lock break",
     ) -> None:
         self.transport, self.lock_dir = transport, lock_dir
+        self.breaker = breaker  # the command that breaks a stale lock (in messages)
         self.lease, self.clock = lease_seconds, clock
-        self._owner_file = f"{lock_dir}/owner.json"
+        self._owner_file = f"{lock_dir}/{LOCK_OWNER_FILE}"
 
     def status(self) -> Owner | None:
         result = self.transport.run(f"cat {shlex.quote(self._owner_file)} 2>/dev/null")
@@ -69,7 +72,7 @@ class HostLock:
             holder = self.status()
             described = holder.describe(now) if holder else "an unknown holder (no owner file)"
             hint = (
-                " Break it with `lock break` if that process is gone."
+                f" Break it with `{self.breaker}` if that process is gone."
                 if (holder is None or holder.until < now)
                 else ""
             )

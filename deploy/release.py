@@ -17,9 +17,7 @@ from typing import Any
 
 import yaml
 
-BACKUP_TOOL = "/usr/local/sbin/smart-smoker-backup"
-COMMITTED_MARK = ".committed"  # written when a release went live verified
-STAGING_PREFIX = ".staging-"
+import layout
 
 
 @dataclass(frozen=True)
@@ -81,18 +79,18 @@ class Site:
 
     @property
     def releases(self) -> str:
-        return f"{self.app_dir}/releases"
+        return layout.releases_dir(self.app_dir)
 
     @property
     def current(self) -> str:
-        return f"{self.app_dir}/current"
+        return layout.current_link(self.app_dir)
 
     def release_dir(self, release_id: str) -> str:
-        return f"{self.releases}/{release_id}"
+        return layout.release_dir(self.app_dir, release_id)
 
     def compose(self, release_id: str) -> str:
         """`docker compose` for one release of the project (shell-quoted)."""
-        path = f"{self.release_dir(release_id)}/compose.yaml"
+        path = f"{self.release_dir(release_id)}/{layout.COMPOSE_FILE}"
         return f"docker compose -p {shlex.quote(self.project)} -f {shlex.quote(path)}"
 
 

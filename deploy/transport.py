@@ -16,9 +16,11 @@ from typing import Protocol
 
 import paramiko
 
+from errors import SmokerError
 
-class TransportError(RuntimeError):
-    pass
+
+class TransportError(SmokerError):
+    """The guest could not be reached, or the connection to it was lost."""
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,29 @@ def _load_key(text: str) -> paramiko.PKey:
     raise TransportError("the SSH private key could not be read (ed25519, ecdsa or rsa)")
 
 
+def parse_host_key(text: str) -> tuple[str, bytes]:
+    """`ssh-ed25519 AAAA...` -> (key type, key blob); a `TransportError` naming the fix."""
+    words = text.split()
+    try:
+        if len(words) < 2 or not words[0].startswith(("ssh-", "ecdsa-")):
+            raise ValueError("not `type base64`")
+        blob = base64.b64decode(words[1], validate=True)
+        if paramiko.PKey.from_type_string(words[0], blob).get_name() != words[0]:
+            raise ValueError("the type does not match the key")
+    except (ValueError, paramiko.SSHException) as exc:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise TransportError(
+            f"the pinned host key {shown!r} is not a valid public key ({exc}): use the guest's "
+            "`ssh-keyscan -t ed25519 HOST | cut -d' ' -f2-` output"
+        ) from None
+    return words[0], blob
+
+
 class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
     """Accept exactly the configured host key; anything else is refused."""
 
     def __init__(self, expected: str) -> None:
-        kind, blob = expected.split()[:2]
-        self.kind, self.blob = kind, base64.b64decode(blob)
+        self.kind, self.blob = parse_host_key(expected)
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
@@ -75,9 +94,9 @@ def ssh_client(target: SshTarget) -> Iterator[paramiko.SSHClient]:
             allow_agent=False,
             look_for_keys=False,
         )
-    except (OSError, paramiko.SSHException) as exc:
+    except (OSError, EOFError, paramiko.SSHException) as exc:
         raise TransportError(
-            f"SSH to {target.user}@{target.host}:{target.port} failed: {exc}"
+            f"SSH to {target.user}@{target.host}:{target.port} failed: {exc or type(exc).__name__}"
         ) from exc
     try:
         yield client
@@ -207,8 +226,8 @@ class SshTransport:
             out = channel_out.read().decode(errors="replace")
             err = channel_err.read().decode(errors="replace")
             code = channel_out.channel.recv_exit_status()
-        except (OSError, paramiko.SSHException) as exc:
-            raise TransportError(f"SSH command failed: {exc}") from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TransportError(f"SSH command failed: {exc or type(exc).__name__}") from exc
         return CommandResult(code, out, err)
 
     def forward(self, port: int) -> contextlib.AbstractContextManager[int]:

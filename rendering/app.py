@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 import yaml
 
+import layout
+from layout import SECRETS_DIR
 from rendering.plan import Step, file_step, script
 from rendering.tailscale import serve_urls
 from stacks.config import AppSettings, GuestSpec, StackConfig
 
-SECRETS_DIR = "/etc/smart-smoker"
 MONGO_ENV = f"{SECRETS_DIR}/mongo.env"  # the bootstrap's; a release carries its own copy
 BACKEND_ENV_FILE = "backend.env"  # in the release directory, next to compose.yaml
 MONGO_ENV_FILE = "mongo.env"
@@ -168,17 +169,20 @@ def bootstrap_compose_file(cfg: StackConfig, guest: GuestSpec) -> str:
     }
     header = (
         "# Managed by smoker-infra: starts MongoDB on a fresh guest only. The live project is\n"
-        f"# {release_dir(cfg, 'current')}/compose.yaml (see `python -m deploy status`).\n"
+        f"# {release_dir(cfg, layout.CURRENT)}/{layout.COMPOSE_FILE} (see `python -m deploy status`).\n"
     )
     return header + yaml.safe_dump(project, sort_keys=False, width=1000)
 
 
 def releases_dir(cfg: StackConfig) -> str:
-    return f"{cfg.baseline.app_dir}/releases"
+    return layout.releases_dir(cfg.baseline.app_dir)
 
 
 def release_dir(cfg: StackConfig, name: str) -> str:
-    return f"{cfg.baseline.app_dir}/{name}" if name == "current" else f"{releases_dir(cfg)}/{name}"
+    """A release's directory; `current` is the live one."""
+    if name == layout.CURRENT:
+        return layout.current_link(cfg.baseline.app_dir)
+    return layout.release_dir(cfg.baseline.app_dir, name)
 
 
 def release_env_files(
@@ -302,7 +306,7 @@ class AppSecrets:
 
 
 def bootstrap_compose_path(cfg: StackConfig) -> str:
-    return f"{cfg.baseline.app_dir}/bootstrap-compose.yaml"
+    return f"{cfg.baseline.app_dir}/{layout.BOOTSTRAP_COMPOSE}"
 
 
 def secret_files_plan(cfg: StackConfig, secrets: AppSecrets) -> list[Step]:
@@ -321,10 +325,7 @@ def mongo_bootstrap_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
     """On a fresh cloud guest, start MongoDB alone; once a release runs it, never touch it."""
     path = bootstrap_compose_path(cfg)
     project = shlex.quote(project_name(cfg, guest))
-    running = (
-        f"docker ps -q --filter label=com.docker.compose.project={project} "
-        "--filter label=com.docker.compose.service=mongo"
-    )
+    running = layout.running_service(project_name(cfg, guest))
     return [
         file_step(
             "mongo-bootstrap-file",

@@ -10,13 +10,13 @@ import json
 import shlex
 from dataclasses import replace
 
+from layout import LOG_DIR, SECRETS_DIR
 from rendering.plan import APT_GET, APT_PROLOGUE, Step, file_step, install_file, script
 from stacks.config import BaselineSettings, GuestSpec, StackConfig
 
 SSH_GROUP = "sshd-users"
 CRUN_PATH = "/usr/local/bin/crun"
-LOG_DIR = "/var/log/smart-smoker"
-UFW_RULES_PATH = "/etc/smart-smoker/ufw-rules"
+UFW_RULES_PATH = f"{SECRETS_DIR}/ufw-rules"
 TAILSCALE_PORT = "41641/udp"
 
 BASE_PACKAGES = (

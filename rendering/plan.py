@@ -12,9 +12,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-# The host deploy lock (deploy/lock.py): a baseline step and a deploy never overlap.
-LOCK_DIR = "/run/lock/smart-smoker-deploy"
-LOCKED_EXIT = 75  # EX_TEMPFAIL: try again once the holder is done
+from layout import LOCK_DIR, LOCK_OWNER_FILE, LOCKED_EXIT
+from rendering.shell import ShellValue, with_prologue
+
+# The host deploy lock (layout.LOCK_DIR): a baseline step and a deploy never overlap.
 BASELINE_LEASE_SECONDS = 900  # a step (e.g. apt) may take long; a dead one goes stale after
 HOST_KEY_FILE = "/etc/ssh/ssh_host_ed25519_key.pub"
 
@@ -60,23 +61,17 @@ class Step:
 
 
 def under_lock(body: str, what: str, lock_dir: str = LOCK_DIR) -> str:
-    """`body` run while holding the host deploy lock; fails at once naming a holder."""
-    q = shlex.quote
-    owner = '{"who": "%s", "what": "%s", "since": %s, "until": %s}'  # deploy.lock.Owner
-    return script(
-        f"lock={q(lock_dir)}",
-        'mkdir -p "$(dirname "$lock")"',
-        'if ! mkdir -m 0700 "$lock" 2>/dev/null; then',
-        '  holder=$(cat "$lock/owner.json" 2>/dev/null || echo "an unknown holder")',
-        f'  echo "the host is locked: $holder; not running {what}" >&2',
-        f"  exit {LOCKED_EXIT}",
-        "fi",
-        "trap 'rm -rf \"$lock\"' EXIT",
-        "now=$(date +%s)",
-        f'printf {q(owner)} "$(id -un)@$(hostname) via pulumi" {q(what)} "$now" '
-        f'"$((now + {BASELINE_LEASE_SECONDS}))" > "$lock/owner.json"',
-        f"sh -c {q(body)}",
-    )
+    """`body` run while holding the host deploy lock; fails at once naming a holder
+    (`under_lock.sh`; the owner record it writes is the one `deploy.lock.Owner` reads)."""
+    values: dict[str, ShellValue] = {
+        "LOCK": lock_dir,
+        "OWNER_FILE": LOCK_OWNER_FILE,
+        "WHAT": what,
+        "LEASE": BASELINE_LEASE_SECONDS,
+        "LOCKED_EXIT": LOCKED_EXIT,
+        "BODY": body,
+    }
+    return with_prologue("under_lock.sh", "", values)
 
 
 def script(*lines: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from components.release import target_of
 from deploy.engine import DeployError
+from layout import BACKUP_TOOL
 
 RUNS = 5
 IMPORT_PROGRAM = (
@@ -156,7 +157,7 @@ def bench_backups(env: Any, props: dict[str, Any]) -> None:
             client.close()
 
     over_ssh(target_of(props), 27017, seed)
-    tool = "/usr/local/sbin/smart-smoker-backup"
+    tool = BACKUP_TOOL
     start = time.perf_counter()
     archive = env.guest.run(f"{tool} dump", timeout=600).stdout.strip()
     env.guest.run(f"{tool} validate", timeout=600)

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
 
-from stacks.config import PROJECT, SECRET_KEYS, StackConfig, load_stack_config
+from deploy.stack_file import placeholder_secret, stack_file_config
+from stacks.config import PROJECT, StackConfig, load_stack_config
 
 REPO = Path(__file__).resolve().parent.parent
+__all__ = ["placeholder_secret", "stack_file_config", "synthesize"]
 SECRET_MARKER = "[secret]"
 # What a guest's readiness check reports in synth (a real guest prints its own host key).
 SYNTH_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISynthHostKeyPlaceholder00000000000000000"
@@ -40,51 +41,6 @@ _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 _OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-
-
-def placeholder_secret(key: str) -> str:
-    """A syntactically valid stand-in for a secret, so validation passes without real secrets."""
-    if key.endswith("SshPrivateKey"):
-        begin, end = "-----BEGIN OPENSSH " + "PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
-        return f"{begin}\nsynth-placeholder-{key}\n{end}\n"
-    if key == "proxmoxApiToken":
-        return "synth@pve!placeholder=00000000-0000-0000-0000-000000000000"
-    if key.endswith("Url"):
-        return "https://synth-placeholder.invalid/hook"
-    return f"synth-placeholder-{key}"
-
-
-def _config_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
-
-
-def stack_file_config(stack: str, root: Path = REPO) -> tuple[dict[str, str], set[str]]:
-    """The stack file's config as the Pulumi CLI would pass it, secrets replaced by placeholders."""
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
-    values: dict[str, str] = {}
-    for key, spec in (project.get("config") or {}).items():
-        if isinstance(spec, dict) and "value" in spec:
-            values[key] = _config_value(spec["value"])
-    stack_file = root / f"Pulumi.{stack}.yaml"
-    data = yaml.safe_load(stack_file.read_text()) or {}
-    secret_keys: set[str] = set()
-    for key, value in (data.get("config") or {}).items():
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            secret_keys.add(key)
-            values[key] = placeholder_secret(key.split(":", 1)[-1])
-        else:
-            values[key] = _config_value(value)
-    # Without secrets of its own, the stack still synthesizes: fill in the ones it would need.
-    for spec in SECRET_KEYS:
-        full = f"{PROJECT}:{spec.key}"
-        if full not in values and spec.key != "proxmoxApiToken":
-            values[full] = placeholder_secret(spec.key)
-            secret_keys.add(full)
-    return values, secret_keys
 
 
 def _mark(value: Any) -> Any:

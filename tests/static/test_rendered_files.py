@@ -50,6 +50,21 @@ def test_scripts_pass_shellcheck(path: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+PROGRAMS = sorted((Path(backup.__file__).parent).glob("*.sh"))
+
+
+def test_the_shell_programs_are_found() -> None:
+    assert {p.name for p in PROGRAMS} >= {"backup.sh", "under_lock.sh"}
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.name)
+def test_shell_programs_pass_shellcheck_as_files(program: Path) -> None:
+    """The verbatim programs next to their renderers, checked as they are in the repository
+    (their values come from a prologue as UPPER_CASE variables, which shellcheck accepts)."""
+    result = run([tool("shellcheck"), "--severity=style", str(program)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("path", by_suffix("/sshd_config"))
 def test_sshd_config_passes_sshd_t(path: str, tmp_path: Path) -> None:
     config, host_key = tmp_path / "sshd_config", tmp_path / "host_key"

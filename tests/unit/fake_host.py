@@ -19,10 +19,8 @@ from typing import Any
 
 import yaml
 
-from deploy.ledger import LEDGER_PATH
-from deploy.lock import LOCK_DIR
-from deploy.release import BACKUP_TOOL
 from deploy.transport import CommandResult, TransportError
+from layout import BACKUP_TOOL, LEDGER_PATH, LOCK_DIR
 
 APP_DIR = "/opt/smart-smoker-dev"
 PROJECT = "smart-smoker-dev"
@@ -30,6 +28,7 @@ BACKUP_DIR = f"{APP_DIR}/backups"
 
 # (step name, pattern) in the order they are tried
 PATTERNS: list[tuple[str, str]] = [
+    ("survey", r"^\[ -f \S+ \] && echo ledger; "),
     ("lock", r"^mkdir -p \$\(dirname .*\) && mkdir -m 0700 "),
     ("lock-status", r"^cat \S+/owner\.json 2>/dev/null$"),
     ("renew", r"^cat > \S+/owner\.json\.new"),
@@ -178,6 +177,17 @@ class FakeHost:
     def _unlock(self, command: str, stdin: bytes) -> CommandResult:
         self.files.pop(f"{LOCK_DIR}/owner.json", None)
         return self._ok()
+
+    def _survey(self, command: str, stdin: bytes) -> CommandResult:
+        lines = ["ledger"] if LEDGER_PATH in self.files else []
+        lines.append(f"current releases/{self.current}" if self.current else "current ")
+        for d in self.release_dirs():
+            base = f"{APP_DIR}/releases/{d}"
+            if d.startswith(".staging-"):
+                lines.append(f"staging {d}")
+            elif f"{base}/manifest.json" in self.files:
+                lines.append(f"release {d} {1 if f'{base}/.committed' in self.files else 0}")
+        return self._ok("".join(f"{line}\n" for line in lines))
 
     def _live(self, command: str, stdin: bytes) -> CommandResult:
         return self._ok(f"releases/{self.current}\n" if self.current else "")

@@ -42,7 +42,7 @@ def tool(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
     cfg = replace(cfg, baseline=replace(cfg.baseline, app_dir=app_dir))
     script = tmp_path / "smart-smoker-backup"
     text = backup_tool(cfg, "smart-smoker-dev").replace(
-        "TOOLS_CONFIG=/etc/smart-smoker/mongo-tools.yaml", f"TOOLS_CONFIG={tmp_path}/tools.yaml"
+        "TOOLS_CONFIG='/etc/smart-smoker/mongo-tools.yaml'", f"TOOLS_CONFIG='{tmp_path}/tools.yaml'"
     )
     script.write_text(text)
     script.chmod(0o755)

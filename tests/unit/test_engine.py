@@ -125,8 +125,7 @@ def test_first_deploy_runs_every_step_in_order(host: FakeHost, clock: Clock) -> 
     outcome = make_engine(host, clock).deploy(spec("1.0.0"))
     assert compact(host.steps) == [
         "lock",
-        "live",
-        "clean",
+        "survey",  # current, releases, half-staged ones, the ledger: one round trip
         "mongo-ps",
         "backup",
         "backup-check",
@@ -433,7 +432,7 @@ def test_status_reports_the_live_release_and_its_health(host: FakeHost, clock: C
     assert status["release"] == release and status["healthy"] is True
     assert status["digests"]["backend"] == digest("backend", "1.0.0")
     host.broken.add(digest("backend", "1.0.0"))
-    assert make_engine(host, clock).status()["problem"] == "!service backend is unhealthy"
+    assert make_engine(host, clock).status()["problem"] == "service backend is unhealthy"
 
 
 def test_pruning_keeps_the_newest_releases_and_their_images(host: FakeHost, clock: Clock) -> None:

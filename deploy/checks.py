@@ -1,0 +1,168 @@
+"""Verifying a release: every container runs its digest and is healthy, the HTTP endpoints
+answer as they should, and the application user can authenticate.
+
+A check that fails returns a `Problem`: `permanent` when waiting cannot fix it (a container the
+engine saw turn unhealthy, an env file without `DB_URL`), so verification stops at once instead
+of running into its deadline; otherwise it is transient and the engine polls again.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from deploy import commands
+from deploy.release import Checks, HttpCheck, Site
+from deploy.transport import Transport, TransportError
+
+Auth = Callable[[Transport, int, str], None]
+Get = Callable[[str], tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a release does not verify (right now, or for good)."""
+
+    message: str
+    permanent: bool = False  # waiting cannot fix it
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def transient(message: str) -> Problem:
+    return Problem(message)
+
+
+def permanent(message: str) -> Problem:
+    return Problem(message, permanent=True)
+
+
+def mongo_auth(transport: Transport, port: int, db_url: str) -> None:
+    """Authenticate as the application user of `db_url` through the transport (raises)."""
+    from deploy.mongo_users import connect  # pymongo only where it is needed
+
+    url = urlsplit(db_url)
+    database = url.path.lstrip("/") or "admin"
+    with transport.forward(port) as local:
+        client = connect(local, unquote(url.username or ""), unquote(url.password or ""))
+        try:
+            client[database].list_collection_names()
+        finally:
+            client.close()
+
+
+def fetch(url: str, timeout: float = 5) -> tuple[int, str]:
+    """GET `url` from here: (status, body); status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return 0, ""
+
+
+def containers_problem(rows: list[dict[str, Any]], digests: Mapping[str, str]) -> Problem | None:
+    """`docker compose ps` rows against the release's digests: the first service that is not
+    running its digest, healthy."""
+    by_service = {row.get("Service"): row for row in rows}
+    for service, image in sorted(digests.items()):
+        row = by_service.get(service)
+        if row is None:
+            return transient(f"service {service} has no container")
+        if row.get("Image") != image:
+            return transient(f"service {service} runs {row.get('Image')}, not {image}")
+        if row.get("Health") == "unhealthy":
+            return permanent(f"service {service} is unhealthy")
+        if row.get("State") != "running":
+            return transient(f"service {service} is {row.get('State')}")
+        if row.get("Health") not in ("healthy", "", None):
+            return transient(f"service {service} is {row.get('Health')}")
+    return None
+
+
+def answer_problem(check: HttpCheck, code: str, body: str) -> Problem | None:
+    if code != str(check.status):
+        return transient(f"GET {check.url} answered {code or 'nothing'}")
+    if check.json:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return transient(f"GET {check.url} did not answer JSON")
+        for key, want in check.json.items():
+            if doc.get(key) != want:
+                return transient(f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}")
+    return None
+
+
+class Checker:
+    """Runs a release's checks on the guest (and the outside ones from here)."""
+
+    def __init__(self, transport: Transport, site: Site, auth: Auth, get: Get) -> None:
+        self.t, self.site, self.auth, self.get = transport, site, auth, get
+
+    def problem(self, release_id: str, manifest: Mapping[str, Any]) -> Problem | None:
+        """The first failing check of the release, or None when it verifies."""
+        checks = Checks.from_dict(manifest.get("checks") or {})
+        return (
+            self.containers(release_id, manifest.get("digests") or {})
+            or self.http(checks)
+            or self.app_user(release_id, checks)
+        )
+
+    def containers(self, release_id: str, digests: Mapping[str, str]) -> Problem | None:
+        result = self.t.run(commands.compose_ps(self.site, release_id))
+        if not result.ok:
+            return transient(f"`docker compose ps` failed: {tail(result.stderr)}")
+        return containers_problem(json_rows(result.stdout), digests)
+
+    def http(self, checks: Checks) -> Problem | None:
+        for check in checks.http:
+            result = self.t.run(commands.curl(check.url), timeout=30)
+            body, _, code = result.stdout.rpartition("\n")
+            problem = answer_problem(check, code.strip(), body)
+            if problem:
+                return problem
+        for check in checks.outside:
+            status, body = self.get(check.url)
+            problem = answer_problem(check, str(status or ""), body)
+            if problem:
+                return Problem(f"from outside: {problem}", problem.permanent)
+        return None
+
+    def app_user(self, release_id: str, checks: Checks) -> Problem | None:
+        if not checks.mongo_user_env:
+            return None
+        env_path = f"{self.site.release_dir(release_id)}/{checks.mongo_user_env}"
+        url = self.t.run(commands.db_url(env_path)).stdout.strip()
+        if not url:
+            return permanent(f"{env_path} has no DB_URL")
+        try:
+            self.auth(self.t, checks.mongo_port, url)
+        except TransportError:
+            raise
+        except Exception as exc:  # any driver error: report its kind, never the URL
+            return transient(f"the application user cannot authenticate ({type(exc).__name__})")
+        return None
+
+
+def tail(text: str, lines: int = 3) -> str:
+    """The last lines of a command's output, on one line (for messages)."""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "no output"
+
+
+def json_rows(text: str) -> list[dict[str, Any]]:
+    """`docker compose ps --format json`: a JSON array (older) or one object per line (newer)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        rows: list[dict[str, Any]] = json.loads(text)
+        return rows
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
