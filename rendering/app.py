@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import yaml
 
+from config import AppSettings, GuestSpec, StackConfig
 from rendering.plan import Step, file_step, script
 from rendering.tailscale import serve_urls
-from stacks.config import AppSettings, GuestSpec, StackConfig
 
 SECRETS_DIR = "/etc/smart-smoker"
 MONGO_ENV = f"{SECRETS_DIR}/mongo.env"  # the bootstrap's; a release carries its own copy

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import shlex
 
+from config import StackConfig
 from rendering.app import MONGO_ADMIN_USER, MONGO_APP_DATABASE, MONGO_TOOLS_CONFIG, SECRETS_DIR
 from rendering.plan import Step, file_step, script
-from stacks.config import StackConfig
 
 TOOL_PATH = "/usr/local/sbin/smart-smoker-backup"
 WEBHOOK_CONFIG = f"{SECRETS_DIR}/backup-webhook.curl"

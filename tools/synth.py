@@ -24,7 +24,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
 
-from stacks.config import PROJECT, SECRET_KEYS, StackConfig, load_stack_config
+from config import PROJECT, SECRET_KEYS, StackConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_MARKER = "[secret]"
@@ -235,7 +235,7 @@ def synthesize(
 ) -> Synthesis:
     """Evaluate the program for `stack` under mocks (a fresh Pulumi runtime every call)."""
     from rendering.files import host_files
-    from stacks.platform import build
+    from stacks.platform import build, load_stack_config
 
     if values is None or secret_keys is None:
         values, secret_keys = stack_file_config(stack)
