@@ -5,7 +5,7 @@ VENV := venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv deps synth preview up lint test test-unit bench clean
+.PHONY: venv deps synth schema preview up lint test test-unit bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -22,6 +22,10 @@ deps:
 synth: venv
 	$(BIN)/python -m tools.synth $(STACK)
 
+# The stack files' JSON Schema and docs/configuration.md, generated from the config/ models.
+schema: venv
+	$(BIN)/python -m tools.schema
+
 preview: venv
 	pulumi preview --stack $(STACK) --diff
 
@@ -32,6 +36,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m tools.schema --check
 	$(BIN)/yamllint --strict -d '{extends: default, rules: {line-length: {max: 140}, document-start: disable, comments: {min-spaces-from-content: 1}}}' Pulumi.yaml Pulumi.dev.yaml Pulumi.prod.yaml
 
 test-unit: venv

@@ -9,9 +9,9 @@ import pulumi
 from components.guest_common import GuestAccess, step_commands
 from components.mongo_users import MongoUsers
 from components.release import Release
+from config import GuestSpec, StackConfig
 from rendering import app
 from rendering.files import app_files_plan
-from stacks.config import GuestSpec, StackConfig
 
 
 @dataclass(frozen=True)

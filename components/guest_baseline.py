@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pulumi
 
 from components.guest_common import GuestAccess, step_commands
+from config import GuestSpec, StackConfig
 from rendering.baseline import baseline_plan
-from stacks.config import GuestSpec, StackConfig
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pulumi
 from pulumi_command import remote
 
 from components.proxmox_host import ProxmoxHost
+from config import GuestSpec, NetworkSettings, ProxmoxSettings, Secret
 from rendering.plan import HOST_KEY_FILE, Step, host_key_of
-from stacks.config import GuestSpec, NetworkSettings, ProxmoxSettings, Secret
 
 PER_DIAL_TIMEOUT_SECONDS = 10
 # pulumi-command retries a refused dial with a backoff capped at 5 s (connection.go,

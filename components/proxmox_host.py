@@ -8,9 +8,7 @@ import pulumi
 import pulumi_proxmoxve as proxmoxve
 from pulumi_command import remote
 
-from rendering import proxmox_host as render
-from rendering.plan import HOST_KEY_FILE, host_key_of
-from stacks.config import (
+from config import (
     VENDOR_DATA_FILE_NAME,
     Download,
     HostShared,
@@ -19,6 +17,8 @@ from stacks.config import (
     Secret,
     Secrets,
 )
+from rendering import proxmox_host as render
+from rendering.plan import HOST_KEY_FILE, host_key_of
 
 # The template VM only needs enough to boot cloud-init once; clones set their own sizes.
 TEMPLATE_CORES = 2

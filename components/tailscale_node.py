@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pulumi
 
 from components.guest_common import GuestAccess, step_commands
+from config import GuestSpec, Secret
 from rendering.tailscale import serve_urls, tailscale_plan
-from stacks.config import GuestSpec, Secret
 
 
 @dataclass(frozen=True)

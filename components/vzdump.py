@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_proxmoxve as proxmoxve
 
-from stacks.config import StackConfig
+from config import StackConfig
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,8 @@ def known_host_key(host: str, path: Path | None = None) -> str:
 
 def guest_site(args: argparse.Namespace) -> GuestSite:
     """The guest's connection, project and policy from the stack file and the flags."""
+    from config import ConfigError, parse_config
     from rendering.app import project_name  # no Pulumi: config and renderers only
-    from stacks.config import ConfigError, parse_config
 
     values, secret_keys = stack_file_config(args.stack, Path(args.stack_dir))
     try:

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from config import PROJECT, SECRET_KEYS
 from errors import SmokerError
-from stacks.config import PROJECT, SECRET_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 

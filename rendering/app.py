@@ -18,10 +18,10 @@ from urllib.parse import quote
 import yaml
 
 import layout
+from config import AppSettings, GuestSpec, StackConfig
 from layout import SECRETS_DIR
 from rendering.plan import Step, file_step, script
 from rendering.tailscale import serve_urls
-from stacks.config import AppSettings, GuestSpec, StackConfig
 
 MONGO_ENV = f"{SECRETS_DIR}/mongo.env"  # the bootstrap's; a release carries its own copy
 BACKEND_ENV_FILE = "backend.env"  # in the release directory, next to compose.yaml

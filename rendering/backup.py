@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 
 import layout
+from config import StackConfig
 from layout import BACKUP_FAILURES_LOG as FAILURES_LOG
 from layout import BACKUP_TOOL as TOOL_PATH
 from layout import (
@@ -22,7 +23,6 @@ from layout import (
 from rendering.app import MONGO_ADMIN_USER, MONGO_APP_DATABASE, MONGO_TOOLS_CONFIG
 from rendering.plan import Step, file_step, script
 from rendering.shell import ShellValue, with_prologue
-from stacks.config import StackConfig
 
 WEBHOOK_CONFIG = f"{SECRETS_DIR}/backup-webhook.curl"
 UNIT_PREFIX = BACKUP_TOOL_NAME

@@ -10,9 +10,9 @@ import json
 import shlex
 from dataclasses import replace
 
+from config import BaselineSettings, GuestSpec, StackConfig
 from layout import LOG_DIR, SECRETS_DIR
 from rendering.plan import APT_GET, APT_PROLOGUE, Step, file_step, install_file, script
-from stacks.config import BaselineSettings, GuestSpec, StackConfig
 
 SSH_GROUP = "sshd-users"
 CRUN_PATH = "/usr/local/bin/crun"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from config import GuestSpec, StackConfig
 from rendering import app, backup, proxmox_host
 from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
 from rendering.tailscale import tailscale_plan
-from stacks.config import GuestSpec, StackConfig
 
 
 def guest_plan(cfg: StackConfig, guest: GuestSpec, auth_key: str = "") -> list[Step]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import shlex
 
+from config import GuestSpec, TailscaleSettings
 from rendering.plan import APT_GET, APT_PROLOGUE, Step, script
-from stacks.config import GuestSpec, TailscaleSettings
 
 AUTH_KEY_DIR = "/run/smart-smoker"
 

@@ -13,7 +13,7 @@ from components.guest_common import GuestArgs
 from components.proxmox_host import ProxmoxHost, ProxmoxHostArgs
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from components.vzdump import VzdumpJob, VzdumpJobArgs
-from stacks.config import StackConfig, load_stack_config
+from config import ConfigError, StackConfig, parse_config
 
 
 def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
@@ -93,5 +93,26 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
     return guests
 
 
+def runtime_config() -> tuple[dict[str, str], set[str]]:
+    """Every config value and secret key the running Pulumi program was given."""
+    from pulumi.runtime import config as runtime
+
+    values: dict[str, str] = dict(runtime.get_config_env())
+    values.update(runtime.CONFIG.get())
+    secret_keys = set(runtime.get_config_secret_keys_env()) | set(runtime._SECRET_KEYS.get())
+    return values, secret_keys
+
+
+def load_stack_config() -> StackConfig:
+    """The running program's stack configuration (raises ConfigError)."""
+    values, secret_keys = runtime_config()
+    return parse_config(values, secret_keys, pulumi.get_stack())
+
+
 def main() -> None:
-    build(load_stack_config())
+    try:
+        cfg = load_stack_config()
+    except ConfigError as exc:
+        # The message alone: the engine prints a RunError without a Python traceback.
+        raise pulumi.RunError(str(exc)) from None
+    build(cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stacks.config import PROJECT, StackConfig, parse_config
+from config import PROJECT, StackConfig, parse_config
 from tools.synth import stack_file_config
 
 Raw = tuple[dict[str, str], set[str]]
@@ -39,6 +39,11 @@ def set_path(raw: Raw, path: str, value: Any, secret: bool = False) -> Raw:
         node[rest[-1]] = value
     values[key] = json.dumps(data)
     return values, secrets
+
+
+def evolve(model: Any, **changes: Any) -> Any:
+    """A copy of a config model with `changes` (field names), not validated again."""
+    return model.model_copy(update=changes)
 
 
 def parse(raw: Raw, stack: str = "dev") -> StackConfig:

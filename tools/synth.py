@@ -23,8 +23,8 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
 
+from config import PROJECT, StackConfig
 from deploy.stack_file import placeholder_secret, stack_file_config
-from stacks.config import PROJECT, StackConfig, load_stack_config
 
 REPO = Path(__file__).resolve().parent.parent
 __all__ = ["placeholder_secret", "stack_file_config", "synthesize"]
@@ -191,7 +191,7 @@ def synthesize(
 ) -> Synthesis:
     """Evaluate the program for `stack` under mocks (a fresh Pulumi runtime every call)."""
     from rendering.files import host_files
-    from stacks.platform import build
+    from stacks.platform import build, load_stack_config
 
     if values is None or secret_keys is None:
         values, secret_keys = stack_file_config(stack)

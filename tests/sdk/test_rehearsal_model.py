@@ -12,7 +12,7 @@ import pulumi
 import pytest
 from pulumi_command import remote
 
-from stacks.config import PROJECT
+from config import PROJECT
 from tests.sdk.rehearsal import (
     CREATE,
     REPLACE,
@@ -249,8 +249,7 @@ def test_a_failed_step_stops_the_run_and_keeps_the_previous_state() -> None:
 
 
 def test_the_dev_stack_preview_from_empty_state_creates_everything_and_runs_nothing() -> None:
-    from stacks.config import load_stack_config
-    from stacks.platform import build
+    from stacks.platform import build, load_stack_config
 
     host = FakeHost(0)
     eng = Engine(provider_map(RemoteCommand(host), NotApplied("dynamic"), Overrides()), State())

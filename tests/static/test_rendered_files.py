@@ -155,3 +155,55 @@ def test_compose_projects_pass_docker_compose_config(path: str, tmp_path: Path) 
             if project["name"] != "smart-smoker-device":
                 assert port.startswith("127.0.0.1:"), f"{port} is not loopback-only"
         assert service["healthcheck"]["interval"] == "30s"
+
+
+# Every character the config accepts in an env-file secret (printable ASCII but $ " ' ` \ #,
+# no edge spaces), and values Compose would change: refused by the config, shown changed here.
+ENV_SAFE_SECRET = "A1b2!%&()*+,-./:;<=>?@[]^_{|}~ inner space"
+MANGLED = {"dollar": "a$HOME", "hash": "a #b", "edges": " a ", "quoted": '"q"', "single": "'q'"}
+
+
+def _compose_environment(tmp_path: Path, env_files: dict[str, str], compose: str) -> dict:
+    for name, text in env_files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "compose.yaml").write_text(compose)
+    result = run(
+        [tool("docker-compose"), "-f", str(tmp_path / "compose.yaml"), "config", "--format", "json"]
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    return {name: service.get("environment", {}) for name, service in services.items()}
+
+
+def test_accepted_secrets_reach_the_services_intact_through_compose(tmp_path: Path) -> None:
+    from config import ConfigError
+    from rendering import app
+    from tests.configs import set_path
+
+    raw = stack_raw("dev")
+    for key in ("mongoRootPassword", "mongoAppPassword", "vapidPrivateKey"):
+        raw = set_path(raw, key, f"{key}-{ENV_SAFE_SECRET}", secret=True)
+    cfg = parse(raw, "dev")  # accepted
+    guest = cfg.guest("dev-cloud")
+    s = cfg.secrets
+    assert s.mongo_root_password and s.mongo_app_password and s.vapid_private_key
+    secrets = app.AppSecrets(
+        mongo_root_password=s.mongo_root_password.reveal(),
+        mongo_app_password=s.mongo_app_password.reveal(),
+        vapid_private_key=s.vapid_private_key.reveal(),
+    )
+    env = _compose_environment(
+        tmp_path, app.release_env_files(cfg, guest, secrets), app.compose_file(cfg, guest)
+    )
+    assert env["mongo"]["MONGO_INITDB_ROOT_PASSWORD"] == secrets.mongo_root_password
+    assert env["backend"]["VAPID_PRIVATE_KEY"] == secrets.vapid_private_key
+    assert env["backend"]["DB_URL"] == app.database_url(secrets.mongo_app_password)
+
+    # what the config refuses is what Compose would change
+    lines = "".join(f"{name.upper()}={value}\n" for name, value in MANGLED.items())
+    compose = "services:\n  probe:\n    image: busybox\n    env_file: [probe.env]\n"
+    seen = _compose_environment(tmp_path, {"probe.env": lines}, compose)["probe"]
+    for name, value in MANGLED.items():
+        assert seen[name.upper()] != value, f"Compose keeps {value!r}: no need to refuse it"
+        with pytest.raises(ConfigError, match="Compose env file"):
+            parse(set_path(stack_raw("dev"), "mongoRootPassword", value + "-long-enough-x", True))

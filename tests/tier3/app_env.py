@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.mongo_users import MongoUsersProvider
+from config import StackConfig
 from rendering import app
 from rendering.files import app_files_plan
-from stacks.config import StackConfig
 from tests.tier3.baseline_env import Baselined, apply_plan
 from tests.tier3.release_env import (
     N,

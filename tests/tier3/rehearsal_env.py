@@ -29,12 +29,13 @@ import contextlib
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stacks.config import StackConfig, load_stack_config
-from tests.configs import Raw, set_path, stack_raw
+from config import StackConfig
+from stacks.platform import load_stack_config
+from tests.configs import Raw, evolve, set_path, stack_raw
 from tests.harness import Engine, Guest, HarnessError
 from tests.harness.guest import ensure_network, remove_network
 from tests.registry.push import trust_registry
@@ -272,8 +273,8 @@ class Rehearsal:
         """What config cannot say (its validation is production's): Debian's crun served over
         http from the test host, the release of version N from the registry stand-in, quick
         health checks (as `baseline_env.guest_stack_config` and `release_env.release_config`)."""
-        docker = replace(cfg.baseline.docker, crun=self.crun)
-        cfg = replace(cfg, baseline=replace(cfg.baseline, docker=docker))
+        docker = evolve(cfg.baseline.docker, crun=self.crun)
+        cfg = evolve(cfg, baseline=evolve(cfg.baseline, docker=docker))
         return release_config(cfg, self.releases, N)
 
     def build(self) -> None:

@@ -8,12 +8,13 @@ exactly as production pulls from Docker Hub. Shared by the tier-3 tests and `mak
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from components.release import ReleaseProvider
+from config import DeploySettings, HealthcheckSettings, StackConfig
 from rendering import app
-from stacks.config import DeploySettings, HealthcheckSettings, StackConfig
+from tests.configs import evolve
 from tests.harness import Engine, Guest
 from tests.registry import Registry
 from tests.registry.push import publish, trust_registry
@@ -67,8 +68,8 @@ def release_config(cfg: StackConfig, releases: Releases, version: str) -> StackC
         interval_seconds=1, timeout_seconds=5, retries=3, start_period_seconds=15
     )
     deploy = DeploySettings(verify_timeout_seconds=90, keep_releases=3, lock_lease_seconds=30)
-    return replace(
-        cfg, app=replace(cfg.app, tag=version, images=images, healthcheck=health, deploy=deploy)
+    return evolve(
+        cfg, app=evolve(cfg.app, tag=version, images=images, healthcheck=health, deploy=deploy)
     )
 
 

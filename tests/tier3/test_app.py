@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from components.mongo_users import MongoUsersProvider
+from config import StackConfig
 from deploy.mongo_users import connect, over_ssh
 from deploy.transport import SshTarget
 from rendering import app
 from rendering.backup import FAILURES_LOG, STATUS_DIR, backup_dir
-from stacks.config import StackConfig
 from tests.tier3.app_env import SECRETS, deploy_app, user_props
 from tests.tier3.baseline_env import Baselined
 from tests.tier3.release_env import Releases, deploy, release_props

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 
 from rendering.baseline import sshd_step, ufw_rules
+from tests.configs import evolve
 from tests.harness import Guest
 from tests.tier3.baseline_env import AUTH_KEY, Baselined, apply_plan, plan
 
@@ -173,9 +174,9 @@ def test_the_auth_key_is_never_on_a_command_line_or_left_on_disk(applied: Baseli
 def test_identity_changes_converge(applied: Baselined) -> None:
     guest, cfg, spec = applied.guest, applied.cfg, applied.spec
     assert spec.tailscale is not None
-    renamed = replace(
+    renamed = evolve(
         spec,
-        tailscale=replace(spec.tailscale, hostname="renamed-node", tags=("tag:server",), serve=()),
+        tailscale=evolve(spec.tailscale, hostname="renamed-node", tags=("tag:server",), serve=()),
     )
     steps = [s for s in plan(cfg, renamed) if s.name.startswith("tailscale")]
     try:
@@ -213,9 +214,9 @@ def test_a_broken_sshd_render_is_refused_and_the_guest_stays_reachable(applied: 
 
 def test_crun_with_a_wrong_checksum_is_refused(applied: Baselined) -> None:
     guest, cfg = applied.guest, applied.cfg
-    crun = replace(cfg.baseline.docker.crun, sha256="0" * 64)
-    docker = replace(cfg.baseline.docker, crun=crun)
-    bad_cfg = replace(cfg, baseline=replace(cfg.baseline, docker=docker))
+    crun = evolve(cfg.baseline.docker.crun, sha256="0" * 64)
+    docker = evolve(cfg.baseline.docker, crun=crun)
+    bad_cfg = evolve(cfg, baseline=evolve(cfg.baseline, docker=docker))
     step = next(s for s in plan(bad_cfg, applied.spec) if s.name == "docker-config")
     before = guest.run("sha256sum /usr/local/bin/crun").stdout
     result = guest.run(step.command("root"), input=(step.stdin or "").encode(), check=False)

@@ -17,10 +17,11 @@ import secrets
 import shlex
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 
+from config import GuestSpec, HealthcheckSettings, StackConfig
 from rendering.app import (
     MONGO_ADMIN_USER,
     backend_env,
@@ -28,8 +29,7 @@ from rendering.app import (
     mongo_env,
     mongo_tools_config,
 )
-from stacks.config import GuestSpec, HealthcheckSettings, StackConfig
-from tests.configs import parse, stack_raw
+from tests.configs import evolve, parse, stack_raw
 from tests.harness import Engine, Guest
 from tests.standins import StandinImages, build_standins
 
@@ -136,7 +136,7 @@ def _stack() -> tuple[StackConfig, GuestSpec]:
     fast = HealthcheckSettings(
         interval_seconds=2, timeout_seconds=10, retries=3, start_period_seconds=60
     )
-    cfg = replace(cfg, app=replace(cfg.app, healthcheck=fast))
+    cfg = evolve(cfg, app=evolve(cfg.app, healthcheck=fast))
     return cfg, cfg.guest("dev-cloud")
 
 

@@ -6,15 +6,14 @@ import datetime as dt
 import json
 import os
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from config import Retention
 from rendering.backup import backup_tool
-from stacks.config import Retention
-from tests.configs import parse, stack_raw
+from tests.configs import evolve, parse, stack_raw
 
 ZONE = "America/New_York"
 FAKE_DOCKER = r"""#!/bin/sh
@@ -39,7 +38,7 @@ def tool(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
     cfg = parse(stack_raw("dev"), "dev")
     backups = tmp_path / "backups"
     app_dir = str(tmp_path)
-    cfg = replace(cfg, baseline=replace(cfg.baseline, app_dir=app_dir))
+    cfg = evolve(cfg, baseline=evolve(cfg.baseline, app_dir=app_dir))
     script = tmp_path / "smart-smoker-backup"
     text = backup_tool(cfg, "smart-smoker-dev").replace(
         "TOOLS_CONFIG='/etc/smart-smoker/mongo-tools.yaml'", f"TOOLS_CONFIG='{tmp_path}/tools.yaml'"
@@ -142,6 +141,6 @@ def test_a_failed_dump_leaves_nothing_behind(tool: tuple[Path, dict[str, str], P
 
 def test_retention_comes_from_config() -> None:
     cfg = parse(stack_raw("prod"), "prod")
-    custom = replace(cfg.app.backups, retention=Retention(3, 2, 1))
-    cfg = replace(cfg, app=replace(cfg.app, backups=custom))
+    custom = evolve(cfg.app.backups, retention=Retention(daily=3, weekly=2, monthly=1))
+    cfg = evolve(cfg, app=evolve(cfg.app, backups=custom))
     assert "[daily]=3 [weekly]=2 [monthly]=1" in backup_tool(cfg, "p")

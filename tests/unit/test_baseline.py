@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from config import StackConfig
 from rendering import baseline
 from rendering.files import guest_plan
-from stacks.config import StackConfig
 from tests.configs import parse, stack_raw
 
 DEV = parse(stack_raw("dev"), "dev")

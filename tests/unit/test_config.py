@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stacks.config import ConfigError, Secret
+from config import ConfigError, Secret
 from tests.configs import Raw, parse, set_path, stack_raw
 
 DEV = stack_raw("dev")
@@ -71,13 +71,13 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
         "secret-in-plain-text",
         at("proxmoxPassword", SECRET_TEXT),
         "proxmoxPassword",
-        "--secret proxmoxPassword",
+        "--secret --stack dev proxmoxPassword",
     ),
     (
         "unknown-secret-plain",
         at("tailscaleAuthKey", SECRET_TEXT),
         "tailscaleAuthKey",
-        "--secret tailscaleAuthKey",
+        "--secret --stack dev tailscaleAuthKey",
     ),
     (
         "secret-nested-in-object",
@@ -96,7 +96,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
         "no-proxmox-credentials",
         at("proxmoxPassword", None),
         "proxmoxPassword",
-        "--secret proxmoxPassword",
+        "--secret --stack dev proxmoxPassword",
     ),
     (
         "keyctl-needs-password",

@@ -379,7 +379,7 @@ def test_the_nat_step_pins_the_node_host_key(dev: Synthesis) -> None:
     nat = dev.one(COMMAND, "proxmox-guest-nat")
     assert connection(seen).get("hostKey") is None  # trust on first use, read-only
     assert connection(nat)["hostKey"] == SYNTH_HOST_KEY and seen.urn in nat.depends_on
-    configured = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINodeHostKeyFromConfig0000000000000000000"
+    configured = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5vZGVIb3N0S2V5RnJvbUNvbmZpZzAwMDAwMDAwMDAw"
     pinned = synthesize("dev", *set_path(stack_raw("dev"), "proxmox.sshHostKey", configured))
     assert not [r for r in pinned.by_type(COMMAND) if r.name == "proxmox-node-host-key"]
     assert connection(pinned.one(COMMAND, "proxmox-guest-nat"))["hostKey"] == configured

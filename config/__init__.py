@@ -1,0 +1,64 @@
+"""The stack configuration: typed, frozen, validated once before any resource is declared.
+
+`parse_config()` is the pure core (raw `key -> string` map plus the set of secret keys), shared
+by the Pulumi program, `synth` and the operator CLI. Every problem is collected and raised together
+as one `ConfigError`, each naming the config key, the bad value (never a secret's value) and the
+fix. This package imports nothing else of the project, and not Pulumi.
+"""
+
+from config.app import APP_IMAGES, AppSettings, DeploySettings, HealthcheckSettings, Images
+from config.backups import BackupSettings, Retention, VzdumpSettings
+from config.baseline import BaselineSettings, CrunSettings, DockerSettings, Fail2banSettings
+from config.errors import PROJECT, ConfigError, Problem
+from config.guests import GuestSpec, LxcFeatures
+from config.loader import parse_config
+from config.proxmox import (
+    VENDOR_DATA_FILE_NAME,
+    VMID_MAX,
+    VMID_MIN,
+    Download,
+    HostShared,
+    NetworkSettings,
+    ProxmoxSettings,
+)
+from config.secrets import SECRET_KEYS, Secret, SecretKey, Secrets
+from config.stack import ENVIRONMENTS, StackConfig, StackFile
+from config.tailscale import ServeMapping, TailnetSettings, TailscaleSettings
+
+__all__ = [
+    "APP_IMAGES",
+    "ENVIRONMENTS",
+    "PROJECT",
+    "SECRET_KEYS",
+    "VENDOR_DATA_FILE_NAME",
+    "VMID_MAX",
+    "VMID_MIN",
+    "AppSettings",
+    "BackupSettings",
+    "BaselineSettings",
+    "ConfigError",
+    "CrunSettings",
+    "DeploySettings",
+    "DockerSettings",
+    "Download",
+    "Fail2banSettings",
+    "GuestSpec",
+    "HealthcheckSettings",
+    "HostShared",
+    "Images",
+    "LxcFeatures",
+    "NetworkSettings",
+    "Problem",
+    "ProxmoxSettings",
+    "Retention",
+    "Secret",
+    "SecretKey",
+    "Secrets",
+    "ServeMapping",
+    "StackConfig",
+    "StackFile",
+    "TailnetSettings",
+    "TailscaleSettings",
+    "VzdumpSettings",
+    "parse_config",
+]

@@ -1,0 +1,139 @@
+"""The services (`app`): images and tag, health checks, backups and how releases roll out."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, ClassVar
+
+from pydantic import Field, model_validator
+
+from config.backups import BackupSettings, VzdumpSettings
+from config.errors import fail
+from config.fields import Bool, Int, Model, Text, ranged, rule
+
+APP_IMAGES = ("mongo", "backend", "frontend", "deviceService", "smokerUi")
+# What `docker` accepts as a tag.
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_REPOSITORY = re.compile(
+    r"(?P<repo>([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*)"
+    rf"(:(?P<tag>{TAG}))?(@sha256:[0-9a-f]{{64}})?"
+)
+
+
+def _tag(value: str) -> str:
+    if not re.fullmatch(TAG, value):
+        raise fail(
+            "is not an image tag ([A-Za-z0-9_.-], not starting with '.' or '-', at most 128)",
+            "use nightly or vX.Y.Z",
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    if not _REPOSITORY.fullmatch(value):
+        raise fail(
+            "is not an image repository like benjr70/smart-smoker-backend",
+            "write [registry/]name[:tag]",
+        )
+    return value
+
+
+Image = Annotated[Text, rule(_image)]
+
+
+class Images(Model):
+    """The services' image repositories; `items()` and `[name]` read it like a mapping."""
+
+    FIXES: ClassVar[dict[str, str]] = {name: f"set app.images.{name}" for name in APP_IMAGES}
+    mongo: Image = Field(
+        description="MongoDB, with its own tag (the stack's tag is the app's)",
+        examples=["mongo:7.0"],
+    )
+    backend: Image = Field(
+        description="the NestJS backend", examples=["benjr70/smart-smoker-backend"]
+    )
+    frontend: Image = Field(
+        description="the React frontend", examples=["benjr70/smart-smoker-frontend"]
+    )
+    device_service: Image = Field(
+        description="the device service", examples=["benjr70/smart-smoker-device-service"]
+    )
+    smoker_ui: Image = Field(description="the smoker UI", examples=["benjr70/smart-smoker-smoker"])
+
+    @model_validator(mode="after")
+    def _mongo_has_a_tag(self) -> Images:
+        match = _REPOSITORY.fullmatch(self.mongo)
+        if match is not None and match.group("tag") is None:
+            raise fail(
+                "has no tag: the stack's app tag (e.g. nightly) is not a MongoDB version",
+                "pin MongoDB's own tag, e.g. mongo:7.0",
+                at="mongo",
+                value=self.mongo,
+            )
+        return self
+
+    def keys(self) -> tuple[str, ...]:
+        return APP_IMAGES
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(name, self[name]) for name in APP_IMAGES]
+
+    def __getitem__(self, name: str) -> str:
+        if name not in APP_IMAGES:
+            raise KeyError(name)
+        value: str = getattr(self, re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+        return value
+
+
+class HealthcheckSettings(Model):
+    """Compose health checks of the services."""
+
+    interval_seconds: Annotated[Int, ranged(1, 3600, "s")] = Field(30, description="between checks")
+    timeout_seconds: Annotated[Int, ranged(1, 600, "s")] = Field(
+        10, description="one check's limit"
+    )
+    retries: Annotated[Int, ranged(1, 100)] = Field(3, description="failures before unhealthy")
+    start_period_seconds: Annotated[Int, ranged(0, 3600, "s")] = Field(
+        60, description="grace period after start"
+    )
+
+
+class DeploySettings(Model):
+    """How a release is rolled out (see deploy/engine.py)."""
+
+    verify_timeout_seconds: Annotated[Int, ranged(10, 3600, fix="use e.g. 300")] = Field(
+        300, description="deadline for a release to be verified healthy"
+    )
+    keep_releases: Annotated[Int, ranged(2, 50, fix="keep at least 2 so a rollback exists")] = (
+        Field(5, description="committed releases (and their images) kept for rollback")
+    )
+    rollback_restores_backup: Bool = Field(
+        False, description="restore the pre-deploy backup when rolling back"
+    )
+    lock_lease_seconds: Annotated[Int, ranged(2, 3600, fix="use e.g. 120")] = Field(
+        120, description="a deploy lock not renewed for this long is stale"
+    )
+    revision: Text = Field(
+        "", description="any change redeploys, re-resolving tags (e.g. a moved nightly)"
+    )
+    verify_from_outside: Bool = Field(
+        False, description="also GET the Tailscale URLs from where the deploy runs"
+    )
+
+
+class AppSettings(Model):
+    """The services: image repositories, the stack's tag, health checks and backups."""
+
+    FIXES: ClassVar[dict[str, str]] = {
+        "tag": "nightly for dev, vX.Y.Z for prod",
+        "images": "set app.images",
+    }
+    tag: Annotated[Text, rule(_tag, pattern=f"^{TAG}$")] = Field(
+        description="the tag of every image without its own", examples=["nightly", "v1.0.0"]
+    )
+    images: Images = Field(description="image repositories of the services")
+    vapid_public_key: Text = Field("", description="the backend's VAPID public key (web push)")
+    healthcheck: HealthcheckSettings = Field(HealthcheckSettings(), description="health checks")
+    backups: BackupSettings = Field(BackupSettings(), description="MongoDB dumps")
+    vzdump: VzdumpSettings = Field(VzdumpSettings(), description="the Proxmox backup job")
+    deploy: DeploySettings = Field(DeploySettings(), description="safe deploy")
