@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from policy.smoker_policies import Resource, Violation, violations
+from policy.model import Resource, Violation
+from policy.smoker_policies import violations
 from tools import synth
 
 

@@ -1,7 +1,8 @@
-"""The smoker-infra policies as plain checks over simple data, plus their CrossGuard wrappers.
+"""The smoker-infra policies as plain checks over simple data (`policy.model`).
 
-Importing this module has no side effects: `policy/__main__.py` builds the `PolicyPack` (which
-starts a gRPC server and blocks); tests call `violations(...)` and the wrappers directly.
+Importing this module has no side effects: `policy/__main__.py` builds the `PolicyPack` from the
+CrossGuard wrappers in `policy.crossguard` (which starts a gRPC server and blocks); tests call
+`violations(...)` and the wrappers directly.
 
 A check takes every resource of a stack (`Resource`: type, name, URN, inputs, protect, provider)
 and yields `(resource, message)`; each message names the resource and the fix. Secret inputs are
@@ -20,78 +21,29 @@ markers are visible. tests/sdk/ drives the pack through its own analyzer server 
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import yaml
 
-LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
-VM = "proxmoxve:index/vmLegacy:VmLegacy"
-GUESTS = (LXC, VM)
-COMMAND = "command:remote:Command"
-VZDUMP = "proxmoxve:backup/job:Job"
-# Dynamic resources: `pulumi-python:dynamic:Resource`, or a per-resource token such as
-# `pulumi-python:dynamic/app:Release` (package pulumi-python, module dynamic[/...]).
-DYNAMIC_PACKAGE = "pulumi-python"
-# Packages exempt from explicit-provider: the engine's own (providers, the stack), the dynamic
-# provider (only its default provider exists) and this program's components (no provider at all).
-# Every other package is provider-backed and must name the stack's explicit provider.
-NO_EXPLICIT_PROVIDER = ("pulumi", DYNAMIC_PACKAGE, "smoker")
-SECRET = "[secret]"
-UNKNOWN = "[unknown]"
-PROD_STACKS = frozenset({"prod"})
-# Input names (lower-cased, letters only) that hold a credential.
-SENSITIVE_SUFFIXES = (
-    "password",
-    "passphrase",
-    "secret",
-    "token",
-    "privatekey",
-    "authkey",
-    "apikey",
+from policy.model import (
+    COMMAND,
+    DYNAMIC_PACKAGE,
+    GUESTS,
+    LOOPBACK,
+    LXC,
+    NO_EXPLICIT_PROVIDER,
+    PROD_STACKS,
+    SECRET,
+    SENSITIVE_SUFFIXES,
+    UNKNOWN,
+    VZDUMP,
+    Finding,
+    Policy,
+    Resource,
+    Violation,
 )
-LOOPBACK = ("127.0.0.1", "::1", "[::1]")
-
-
-@dataclass(frozen=True)
-class Resource:
-    type: str
-    name: str
-    urn: str
-    props: Mapping[str, Any]
-    protect: bool = False
-    provider: str | None = None  # the provider's URN (a trailing "::<id>" is allowed)
-
-    @property
-    def stack(self) -> str:
-        return self.urn.split("::", 1)[0].removeprefix("urn:pulumi:")
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.type})"
-
-
-Finding = tuple[Resource, str]
-Check = Callable[[Sequence[Resource]], Iterator[Finding]]
-
-
-@dataclass(frozen=True)
-class Policy:
-    name: str
-    description: str
-    check: Check
-    per_resource: bool  # True: judges each resource alone; False: needs the whole stack
-
-
-@dataclass(frozen=True)
-class Violation:
-    policy: str
-    urn: str
-    message: str
-
 
 # --- the checks -------------------------------------------------------------------------------
 
@@ -539,97 +491,3 @@ def violations(
             findings = policy.check(resources)
         found.extend(Violation(policy.name, r.urn, message) for r, message in findings)
     return found
-
-
-# --- adapters ---------------------------------------------------------------------------------
-
-# The SDK's sentinels for values unknown during preview (pulumi_policy/proxy.py).
-_UNKNOWN_SENTINELS = frozenset(
-    {
-        "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7",
-        "3eeb2bf0-c639-47a8-9e75-3b44932eb421",
-        "04da6b54-80e4-46f7-96ec-b56ff0331ba9",
-        "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2",
-        "030794c1-ac77-496b-92df-f27374a8bd58",
-        "e48ece36-62e2-4504-bad9-02848725956a",
-        "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",
-    }
-)
-
-
-def _plain(value: Any) -> Any:
-    """Props as the SDK hands them -> the synthesized shape: the SDK's unknown-checking proxies
-    unwrapped, an unknown as the `[unknown]` marker, an integral float (every Struct number) as
-    an int."""
-    if isinstance(value, (Mapping, Sequence)) and not isinstance(value, (str, bytes, list, tuple)):
-        # an SDK proxy: read its raw target (reading through the proxy raises on unknowns)
-        proxy: Any = value
-        with contextlib.suppress(KeyError, TypeError):
-            value = proxy["__target"]
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, str) and value in _UNKNOWN_SENTINELS:
-        return UNKNOWN
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def from_policy_args(args: Any) -> Resource:
-    """A `ResourceValidationArgs` or a stack's `PolicyResource` as a `Resource`."""
-    provider = getattr(args, "provider", None)
-    return Resource(
-        type=args.resource_type,
-        name=args.name,
-        urn=args.urn,
-        props=_plain(args.props),
-        protect=bool(getattr(args.opts, "protect", False)),
-        provider=getattr(provider, "urn", None),
-    )
-
-
-def _report(found: Iterable[Violation], report_violation: Callable[..., None]) -> None:
-    for v in found:
-        report_violation(v.message, v.urn)
-
-
-def crossguard_policies() -> list[Any]:
-    """The policies as mandatory pulumi_policy objects (constructing them starts nothing)."""
-    from pulumi_policy import (
-        EnforcementLevel,
-        ResourceValidationPolicy,
-        StackValidationPolicy,
-    )
-
-    built: list[Any] = []
-    for policy in POLICIES:
-        if policy.per_resource:
-
-            def validate_resource(args: Any, report: Any, policy: Policy = policy) -> None:
-                _report(violations([from_policy_args(args)], [policy]), report)
-
-            built.append(
-                ResourceValidationPolicy(
-                    name=policy.name,
-                    description=policy.description,
-                    validate=validate_resource,
-                    enforcement_level=EnforcementLevel.MANDATORY,
-                )
-            )
-        else:
-
-            def validate_stack(args: Any, report: Any, policy: Policy = policy) -> None:
-                resources = [from_policy_args(r) for r in args.resources]
-                _report(violations(resources, [policy], secrets_visible=False), report)
-
-            built.append(
-                StackValidationPolicy(
-                    name=policy.name,
-                    description=policy.description,
-                    validate=validate_stack,
-                    enforcement_level=EnforcementLevel.MANDATORY,
-                )
-            )
-    return built

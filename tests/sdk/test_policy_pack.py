@@ -17,7 +17,8 @@ import pytest
 from pulumi.runtime.proto import analyzer_pb2
 
 from policy import check
-from policy.smoker_policies import POLICIES, Resource, violations
+from policy.model import Resource
+from policy.smoker_policies import POLICIES, violations
 from tests.sdk.analyzer import (
     SECRET_SIG,
     UNKNOWN,

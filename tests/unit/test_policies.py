@@ -12,17 +12,9 @@ from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValid
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import check
-from policy.smoker_policies import (
-    LXC,
-    POLICIES,
-    VZDUMP,
-    Resource,
-    Violation,
-    crossguard_policies,
-    from_policy_args,
-    is_dynamic,
-    violations,
-)
+from policy.crossguard import crossguard_policies, from_policy_args
+from policy.model import LXC, VZDUMP, Resource, Violation
+from policy.smoker_policies import POLICIES, is_dynamic, violations
 from tests.configs import set_path, stack_raw
 from tools.synth import synthesize
 

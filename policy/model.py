@@ -1,0 +1,71 @@
+"""What the policies judge: a stack's resources as simple data, and what a policy reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
+VM = "proxmoxve:index/vmLegacy:VmLegacy"
+GUESTS = (LXC, VM)
+COMMAND = "command:remote:Command"
+VZDUMP = "proxmoxve:backup/job:Job"
+# Dynamic resources: `pulumi-python:dynamic:Resource`, or a per-resource token such as
+# `pulumi-python:dynamic/app:Release` (package pulumi-python, module dynamic[/...]).
+DYNAMIC_PACKAGE = "pulumi-python"
+# Packages exempt from explicit-provider: the engine's own (providers, the stack), the dynamic
+# provider (only its default provider exists) and this program's components (no provider at all).
+# Every other package is provider-backed and must name the stack's explicit provider.
+NO_EXPLICIT_PROVIDER = ("pulumi", DYNAMIC_PACKAGE, "smoker")
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+PROD_STACKS = frozenset({"prod"})
+# Input names (lower-cased, letters only) that hold a credential.
+SENSITIVE_SUFFIXES = (
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "privatekey",
+    "authkey",
+    "apikey",
+)
+LOOPBACK = ("127.0.0.1", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class Resource:
+    type: str
+    name: str
+    urn: str
+    props: Mapping[str, Any]
+    protect: bool = False
+    provider: str | None = None  # the provider's URN (a trailing "::<id>" is allowed)
+
+    @property
+    def stack(self) -> str:
+        return self.urn.split("::", 1)[0].removeprefix("urn:pulumi:")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.type})"
+
+
+Finding = tuple[Resource, str]
+Check = Callable[[Sequence[Resource]], Iterator[Finding]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    check: Check
+    per_resource: bool  # True: judges each resource alone; False: needs the whole stack
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    urn: str
+    message: str
