@@ -223,7 +223,7 @@ def release_inputs(
 
 
 def release_checks(cfg: StackConfig, guest: GuestSpec) -> dict[str, object]:
-    """What verifies a release: REFERENCE.md's health endpoints on the guest, the app user, and
+    """What verifies a release: the services' health endpoints (docs/application.md) on the guest, the app user, and
     (with `app.deploy.verifyFromOutside`) the Tailscale URLs from where the deploy runs."""
     checks: dict[str, object]
     if guest.kind == "lxc":

@@ -1,7 +1,7 @@
 """The guest baseline: hardened sshd, UFW, fail2ban, Docker Engine with crun, and the basics.
 
 Pure functions from the stack config to file text, and `baseline_plan()`: the ordered steps that
-converge one guest. Values come from REFERENCE.md through the stack config.
+converge one guest. Values come from the stack config (stated in docs/values.md).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def guest_stack_config(guest: Guest, crun: CrunSettings) -> tuple[StackConfig, G
     raw = set_path(raw, "baseline.docker.bridgeIp", "169.254.90.1/24")
     raw = set_path(raw, "baseline.docker.addressPools", [{"base": "169.254.96.0/20", "size": 24}])
     raw = set_path(raw, "guests.dev-cloud.sshHost", guest.host)
-    # quick health checks: the REFERENCE values (30 s interval) would make every wait 30 s long
+    # quick health checks: the production values (30 s interval) would make every wait 30 s long
     raw = set_path(
         raw,
         "app.healthcheck",

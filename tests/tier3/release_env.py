@@ -57,7 +57,7 @@ def publish_releases(engine: Engine, registry: Registry) -> Releases:
 
 def release_config(cfg: StackConfig, releases: Releases, version: str) -> StackConfig:
     """The stack config deploying `version` from the registry stand-in, with quick health checks
-    (the REFERENCE values, 30 s intervals and a 60 s start period, make every wait minutes)."""
+    (the production values, 30 s intervals and a 60 s start period, make every wait minutes)."""
     images = {
         **cfg.app.images,
         "mongo": releases.ref(MONGO, "7.0"),
