@@ -13,20 +13,17 @@ import pytest
 from pulumi_command import remote
 
 from config import PROJECT
-from tests.sdk.rehearsal import (
+from tests.sdk.rehearsal import Engine
+from tests.sdk.rehearsal_providers import NotApplied, Overrides, RemoteCommand, provider_map
+from tests.sdk.rehearsal_state import (
     CREATE,
     REPLACE,
     SAME,
     UNKNOWN,
     UPDATE,
-    Engine,
-    NotApplied,
-    Overrides,
-    RemoteCommand,
     State,
     command_diff,
     plain,
-    provider_map,
 )
 from tools.synth import stack_file_config
 

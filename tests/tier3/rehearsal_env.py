@@ -40,26 +40,26 @@ from tests.harness import Engine, Guest, HarnessError
 from tests.harness.guest import ensure_network, remove_network
 from tests.registry.push import trust_registry
 from tests.sdk.provider_host import ProviderHost
-from tests.sdk.rehearsal import (
-    CREATE,
-    REPLACE,
-    UNKNOWN,
+from tests.sdk.rehearsal import Engine as RehearsalEngine
+from tests.sdk.rehearsal_providers import (
     DynamicProvider,
     NotApplied,
     Overrides,
+    RemoteCommand,
+    provider_map,
+    ssh_runner,
+)
+from tests.sdk.rehearsal_state import (
+    CREATE,
+    REPLACE,
+    UNKNOWN,
     Provider,
     Registration,
-    RemoteCommand,
     ResourceState,
     Run,
     State,
     StepFailedError,
     StepRecord,
-    provider_map,
-    ssh_runner,
-)
-from tests.sdk.rehearsal import (
-    Engine as RehearsalEngine,
 )
 from tests.tier3.baseline_env import docker_versions
 from tests.tier3.release_env import N, Releases, release_config

@@ -21,7 +21,7 @@ import pytest
 from rendering import app
 from tests.configs import set_path
 from tests.harness import Engine, Guest
-from tests.sdk.rehearsal import CREATE, REPLACE, Run, StepRecord
+from tests.sdk.rehearsal_state import CREATE, REPLACE, Run, StepRecord
 from tests.tier3.baseline_env import served_crun
 from tests.tier3.rehearsal_env import (
     CLOUD,
