@@ -1,4 +1,4 @@
-# smoker-infra: `make synth STACK=dev` (offline view), `make test` (all four tiers), `make up STACK=dev`.
+# smoker-infra: `make synth STACK=dev` (offline view), `make deps test` (all four tiers), `make up STACK=dev`.
 STACK ?= dev
 PYTHON ?= python3
 VENV := venv
@@ -13,8 +13,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# System packages the tests need (validators, Docker engine for the test guest). Root only;
-# without root the validator tests fail naming the package and the tier-3 tests skip.
+# System packages the tests need (tools/system-deps.sh: the tier-2 validators, then the Docker
+# engine for the tier-3 test guest). Root only; idempotent; starts no service. `make test` never
+# installs anything: run `make deps` once first (`.ci/run` does). Without them the validator tests
+# fail naming the package and the tier-3 tests skip.
 deps:
 	@if [ "$$(id -u)" = 0 ]; then bash tools/system-deps.sh; \
 	else echo "not root: skipping system packages (tier-3 tests will skip)"; fi
@@ -37,7 +39,7 @@ lint: venv
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/static tests/sdk
 
-test: venv deps lint
+test: venv lint
 	$(BIN)/python -m pytest -q
 
 bench: venv
