@@ -21,4 +21,4 @@ if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-bash tests/harness/install-deps.sh
+bash testbed/harness/install-deps.sh

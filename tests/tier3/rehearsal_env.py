@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from stacks.config import StackConfig, load_stack_config
+from testbed.harness import Engine, Guest, HarnessError
+from testbed.harness.guest import ensure_network, remove_network
+from testbed.registry.push import trust_registry
 from tests.configs import Raw, set_path, stack_raw
-from tests.harness import Engine, Guest, HarnessError
-from tests.harness.guest import ensure_network, remove_network
-from tests.registry.push import trust_registry
 from tests.sdk.provider_host import ProviderHost
 from tests.sdk.rehearsal import (
     CREATE,

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from rendering.baseline import sshd_step, ufw_rules
-from tests.harness import Guest
+from testbed.harness import Guest
 from tests.tier3.baseline_env import AUTH_KEY, Baselined, apply_plan, plan
 
 SERVICES = ("ssh", "fail2ban", "docker", "tailscaled")

@@ -1,4 +1,4 @@
-"""The MongoDB STAND-IN (tests/standins/mongo), run in-process on 127.0.0.1 and driven by pymongo.
+"""The MongoDB STAND-IN (testbed/standins/mongo), run in-process on 127.0.0.1 and driven by pymongo.
 
 What the tier-3 tests rely on: real SCRAM authentication (wrong password => code 18), user
 management and password rotation, readWrite confinement, CRUD with cursors, persistence across a
@@ -29,9 +29,9 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("pymongo is not installed (venv/bin/pip install pymongo)", allow_module_level=True)
 
-from tests.standins.mongo.mongo_standin import STANDIN_VERSION, VERSION, tools
-from tests.standins.mongo.mongo_standin.server import ServerThread
-from tests.standins.mongo.mongo_standin.storage import Storage
+from testbed.standins.mongo.mongo_standin import STANDIN_VERSION, VERSION, tools
+from testbed.standins.mongo.mongo_standin.server import ServerThread
+from testbed.standins.mongo.mongo_standin.storage import Storage
 
 ROOT_PW = "root-Pa55:w/rd@%"  # characters that need URL-encoding, as real secrets do
 APP_PW = "app-secret-1"
@@ -88,7 +88,7 @@ def mongo(tmp_path: Path) -> Iterator[Mongo]:
     dbpath = tmp_path / "db"
     dbpath.mkdir()
     storage = Storage(dbpath)
-    from tests.standins.mongo.mongo_standin.users import create_user
+    from testbed.standins.mongo.mongo_standin.users import create_user
 
     create_user(storage, "admin", "admin", ROOT_PW, [{"role": "root", "db": "admin"}])
     m = Mongo(dbpath)
