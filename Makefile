@@ -38,7 +38,7 @@ lint: venv
 	$(BIN)/yamllint --strict -d '{extends: default, rules: {line-length: {max: 140}, document-start: disable, comments: {min-spaces-from-content: 1}}}' Pulumi.yaml Pulumi.dev.yaml Pulumi.prod.yaml
 
 test-unit: venv
-	$(BIN)/python -m pytest -q tests/unit tests/static tests/sdk
+	$(BIN)/python -m pytest -q tests/unit tests/static tests/sdk testbed/tests
 
 test: venv lint
 	$(BIN)/python -m pytest -q
