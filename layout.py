@@ -64,6 +64,12 @@ def backup_dir(app_dir: str) -> str:
 
 # -- Compose projects -------------------------------------------------------------------------
 
+
+def project_name(environment: str, guest_kind: str) -> str:
+    """The Compose project of a guest's application: container names, labels and filters."""
+    return f"smart-smoker-{environment}" if guest_kind == "lxc" else "smart-smoker-device"
+
+
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 MONGO_SERVICE = "mongo"

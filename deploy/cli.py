@@ -29,6 +29,7 @@ from typing import Any
 
 import paramiko
 
+import layout
 from deploy.engine import Policy, deployer, over_ssh
 from deploy.release import Site
 from deploy.stack_file import StackFileError, stack_file_config
@@ -62,8 +63,7 @@ def known_host_key(host: str, path: Path | None = None) -> str:
 
 def guest_site(args: argparse.Namespace) -> GuestSite:
     """The guest's connection, project and policy from the stack file and the flags."""
-    from config import ConfigError, parse_config
-    from rendering.app import project_name  # no Pulumi: config and renderers only
+    from config import ConfigError, parse_config  # no Pulumi: the config package alone
 
     values, secret_keys = stack_file_config(args.stack, Path(args.stack_dir))
     try:
@@ -87,7 +87,7 @@ def guest_site(args: argparse.Namespace) -> GuestSite:
     deploy = cfg.app.deploy
     return GuestSite(
         SshTarget(host, args.user or spec.ssh_user, key_file.read_text(), args.port, host_key),
-        Site(project_name(cfg, spec), cfg.baseline.app_dir),
+        Site(layout.project_name(cfg.environment, spec.kind), cfg.baseline.app_dir),
         Policy(
             backup=spec.kind == "lxc",
             restore_on_rollback=deploy.rollback_restores_backup,

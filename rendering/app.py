@@ -38,7 +38,7 @@ DEVICE_SERVICE_PORT = 3003
 
 
 def project_name(cfg: StackConfig, guest: GuestSpec) -> str:
-    return f"smart-smoker-{cfg.environment}" if guest.kind == "lxc" else "smart-smoker-device"
+    return layout.project_name(cfg.environment, guest.kind)
 
 
 def mongo_data_dir(cfg: StackConfig) -> str:

@@ -70,9 +70,9 @@ def bench_baseline() -> None:
     if os.geteuid() != 0:
         print("baseline apply on the test guest: skipped (needs root for its Docker engine)")
         return
-    from tests.harness import Engine, build_images, start_guest
-    from tests.harness.engine import BRIDGE_IP
-    from tests.registry import Registry
+    from testbed.harness import Engine, build_images, start_guest
+    from testbed.harness.engine import BRIDGE_IP
+    from testbed.registry import Registry
     from tests.tier3.app_env import deploy_app
     from tests.tier3.baseline_env import (
         Baselined,
@@ -250,10 +250,10 @@ def bench_rehearsal() -> None:
     if os.geteuid() != 0:
         print("rehearsal of the dev stack: skipped (needs root for its Docker engine)")
         return
+    from testbed.harness import Engine, build_images, start_guest
+    from testbed.harness.engine import BRIDGE_IP
+    from testbed.registry import Registry
     from tests.configs import set_path
-    from tests.harness import Engine, build_images, start_guest
-    from tests.harness.engine import BRIDGE_IP
-    from tests.registry import Registry
     from tests.sdk.rehearsal import timed
     from tests.tier3.baseline_env import served_crun
     from tests.tier3.rehearsal_env import CLOUD, phase_windows, rehearsal

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System packages `make test` needs on Debian 12 (root only; idempotent; starts no service):
+# System packages the tests need (`make deps`) on Debian 12 (root only; idempotent; starts no service):
 # the validators of tier 2, then the tier-3 harness's own list.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +21,4 @@ if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-bash tests/harness/install-deps.sh
+bash testbed/harness/install-deps.sh

@@ -19,6 +19,7 @@ from pulumi.runtime.proto import analyzer_pb2
 from policy import check
 from policy.model import Resource
 from policy.smoker_policies import POLICIES, violations
+from tests.policy_mutations import MUTATIONS, Stack
 from tests.sdk.analyzer import (
     SECRET_SIG,
     UNKNOWN,
@@ -28,14 +29,13 @@ from tests.sdk.analyzer import (
     engine_stack,
     mutated,
 )
-from tests.unit.test_policies import MUTATIONS, Stack
 from tools.synth import Synthesis, synthesize
 
 STACKS = ("dev", "prod")
 # Their violation is that an input is not secret: the SDK unwraps secrets without a mark
 # (pulumi/pulumi-policy#241), so inside the pack they pass. `python -m policy.check` (CI, next to
 # the preview) catches them on the synthesized stacks, where secrets are visible.
-SECRETNESS_ONLY = {"_plain_password", "_plain_auth_key_stdin", "_plain_env_files"}
+SECRETNESS_ONLY = {"plain_password", "plain_auth_key_stdin", "plain_env_files"}
 # The per-resource type tokens of the dynamic resources (replacing pulumi-python:dynamic:Resource).
 DYNAMIC_TOKENS = {
     "-release": "pulumi-python:dynamic/app:Release",
@@ -186,7 +186,7 @@ def test_a_mutated_release_fails_under_its_per_resource_token(
     policy_stacks: dict[str, Stack],
     preview: bool,
 ) -> None:
-    (mutate,) = [m for m, *_ in MUTATIONS if m.__name__ == "_backend_on_all_interfaces"]
+    (mutate,) = [m for m, *_ in MUTATIONS if m.__name__ == "backend_on_all_interfaces"]
     after = mutate(policy_stacks)
     resources = mutated(engine_stack(syntheses["dev"], preview), policy_stacks["dev"], after, "dev")
     found = pack.analyze(_retyped(resources), "dev", dry_run=preview)

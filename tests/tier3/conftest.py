@@ -23,9 +23,9 @@ from types import FrameType
 
 import pytest
 
-from tests.harness import Engine, Guest, ImageSet, build_images, start_guest
-from tests.harness.engine import BRIDGE_IP
-from tests.registry import Registry
+from testbed.harness import Engine, Guest, ImageSet, build_images, start_guest
+from testbed.harness.engine import BRIDGE_IP
+from testbed.registry import Registry
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
 from tests.tier3.release_env import Releases, publish_releases
 

@@ -35,10 +35,10 @@ from typing import Any
 
 from config import StackConfig
 from stacks.platform import load_stack_config
+from testbed.harness import Engine, Guest, HarnessError
+from testbed.harness.guest import ensure_network, remove_network
+from testbed.registry.push import trust_registry
 from tests.configs import Raw, evolve, set_path, stack_raw
-from tests.harness import Engine, Guest, HarnessError
-from tests.harness.guest import ensure_network, remove_network
-from tests.registry.push import trust_registry
 from tests.sdk.provider_host import ProviderHost
 from tests.sdk.rehearsal import Engine as RehearsalEngine
 from tests.sdk.rehearsal_providers import (

@@ -14,11 +14,11 @@ from typing import Any
 from components.release import ReleaseProvider
 from config import DeploySettings, HealthcheckSettings, StackConfig
 from rendering import app
+from testbed.harness import Engine, Guest
+from testbed.registry import Registry
+from testbed.registry.push import publish, trust_registry
+from testbed.standins import build_standins
 from tests.configs import evolve
-from tests.harness import Engine, Guest
-from tests.registry import Registry
-from tests.registry.push import publish, trust_registry
-from tests.standins import build_standins
 from tests.tier3.baseline_env import Baselined
 
 N, N1, N2 = "1.0.0", "1.1.0", "1.2.0"

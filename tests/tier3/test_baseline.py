@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from rendering.baseline import sshd_step, ufw_rules
+from testbed.harness import Guest
 from tests.configs import evolve
-from tests.harness import Guest
 from tests.tier3.baseline_env import AUTH_KEY, Baselined, apply_plan, plan
 
 SERVICES = ("ssh", "fail2ban", "docker", "tailscaled")

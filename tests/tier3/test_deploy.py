@@ -30,8 +30,8 @@ from deploy.mongo_users import connect, over_ssh
 from deploy.transport import SshTarget, SshTransport, ssh_client
 from rendering import app
 from rendering.files import app_files_plan
-from tests.harness import Guest
-from tests.harness.engine import poll_until
+from testbed.harness import Guest
+from testbed.harness.engine import poll_until
 from tests.tier3.app_env import SECRETS, user_props
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
 from tests.tier3.release_env import (

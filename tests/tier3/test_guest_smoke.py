@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Engine, Guest
+from testbed.harness import Engine, Guest
 
 pytestmark = pytest.mark.tier3
 

@@ -23,7 +23,7 @@ from components.release import target_of
 from deploy.mongo_users import connect, over_ssh
 from rendering import app
 from rendering.files import app_files_plan
-from tests.harness import Guest
+from testbed.harness import Guest
 from tests.sdk.provider_host import (
     ProviderError,
     ProviderHost,

@@ -1,4 +1,4 @@
-"""Tier 3: pulling by digest from the STAND-IN registry (tests/registry) on a test guest.
+"""Tier 3: pulling by digest from the STAND-IN registry (testbed/registry) on a test guest.
 
 The registry runs in this test process on the harness bridge (169.254.77.1); the guest's nested
 Docker engine lists it in ``insecure-registries`` (merged into the guest's daemon.json). The
@@ -21,11 +21,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.harness import Engine, Guest, GuestCommandError
-from tests.harness.engine import BRIDGE_IP
-from tests.registry import Registry
-from tests.registry.push import publish, resolve_digest, trust_registry
-from tests.standins import build_standins
+from testbed.harness import Engine, Guest, GuestCommandError
+from testbed.harness.engine import BRIDGE_IP
+from testbed.registry import Registry
+from testbed.registry.push import publish, resolve_digest, trust_registry
+from testbed.standins import build_standins
 
 pytestmark = pytest.mark.tier3
 

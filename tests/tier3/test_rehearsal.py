@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rendering import app
+from testbed.harness import Engine, Guest
 from tests.configs import set_path
-from tests.harness import Engine, Guest
 from tests.sdk.rehearsal_state import CREATE, REPLACE, Run, StepRecord
 from tests.tier3.baseline_env import served_crun
 from tests.tier3.rehearsal_env import (

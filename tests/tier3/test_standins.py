@@ -1,6 +1,6 @@
 """Tier 3: the STAND-IN service images run as the project's Compose project on a test guest.
 
-The images (tests/standins) are loaded into the guest's nested Docker engine; the compose file,
+The images (testbed/standins) are loaded into the guest's nested Docker engine; the compose file,
 the env files and the mongodump/mongorestore calls are the project's own (rendering/app.py,
 the backup script's ``in_mongo`` shape), driven over real SSH. What is checked: all three
 services become healthy with ``up -d --wait``; /api/ready follows the MongoDB app user (503
@@ -29,9 +29,9 @@ from rendering.app import (
     mongo_env,
     mongo_tools_config,
 )
+from testbed.harness import Engine, Guest
+from testbed.standins import StandinImages, build_standins
 from tests.configs import evolve, parse, stack_raw
-from tests.harness import Engine, Guest
-from tests.standins import StandinImages, build_standins
 
 pytestmark = pytest.mark.tier3
 

@@ -13,8 +13,8 @@ import pytest
 import deploy.engine as engine_module
 from deploy import cli
 from deploy.transport import SshTarget
+from tests.unit.engine_kit import Clock, fake_host, make_engine, spec
 from tests.unit.fake_host import FakeHost
-from tests.unit.test_engine import Clock, fake_host, make_engine, spec
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHbMWXbmZq4rCkHXHnNaV9zHPkmh0Z3FmQ9YV8oL6yGZ"
 

@@ -12,21 +12,11 @@ from deploy.ledger import LedgerError
 from deploy.lock import HostLock, LockHeldError
 from deploy.release import Site
 from layout import LEDGER_PATH
+from tests.unit.engine_kit import Clock, deployed, digest, make_engine, spec
 from tests.unit.fake_host import APP_DIR, PROJECT, FakeHost
-from tests.unit.test_engine import Clock, deployed, digest, fake_host, make_engine, spec
 
 CLI = "python -m deploy --stack dev --guest dev-cloud"
 SITE = Site(PROJECT, APP_DIR)
-
-
-@pytest.fixture
-def host() -> FakeHost:
-    return fake_host()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 def engine(host: FakeHost, clock: Clock, log: list[str] | None = None) -> Engine:

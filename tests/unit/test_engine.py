@@ -10,102 +10,21 @@ from typing import Any
 
 import pytest
 
-from deploy.engine import DeployError, Engine, Policy, RollbackError
+from deploy.engine import DeployError, RollbackError
 from deploy.lock import HostLock, LockHeldError
-from deploy.release import Checks, HttpCheck, ReleaseSpec, Site
-from deploy.transport import Transport
-from tests.unit.fake_host import APP_DIR, PROJECT, FakeHost
-
-REG = "registry.test:5000"
-APP_PASSWORD = "app-Pa55@word#secret"
-VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
-
-
-def digest(name: str, version: str) -> str:
-    return f"{REG}/{name}@sha256:{(name + version).encode().hex().ljust(64, '0')[:64]}"
-
-
-def compose(version: str) -> str:
-    services = {
-        "mongo": {"image": f"{REG}/mongo:7.0", "env_file": ["mongo.env"]},
-        "backend": {"image": f"{REG}/backend:{version}", "env_file": ["backend.env"]},
-        "frontend": {"image": f"{REG}/frontend:{version}"},
-    }
-    return json.dumps({"name": PROJECT, "services": services})
-
-
-CHECKS = Checks(
-    (HttpCheck("http://127.0.0.1:3001/api/health", json={"status": "ok"}),),
-    mongo_user_env="backend.env",
+from deploy.release import Checks, HttpCheck, ReleaseSpec
+from tests.unit.engine_kit import (
+    APP_PASSWORD,
+    CHECKS,
+    REG,
+    VERSIONS,
+    Clock,
+    deployed,
+    digest,
+    make_engine,
+    spec,
 )
-
-
-def spec(version: str, password: str = APP_PASSWORD) -> ReleaseSpec:
-    env = {
-        "backend.env": f"DB_URL=mongodb://smartsmoker:{password}@mongo:27017/smartsmoker\n",
-        "mongo.env": "MONGO_INITDB_ROOT_PASSWORD=root-secret\n",
-    }
-    return ReleaseSpec(compose(version), env, CHECKS)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def wall(self) -> float:
-        return 1_800_000_000 + self.t
-
-
-def fake_host() -> FakeHost:
-    """A host whose registry has every version; 1.2.0's backend never becomes healthy."""
-    registry = {f"{REG}/mongo:7.0": digest("mongo", "7.0")}
-    for v in VERSIONS:
-        registry.update({f"{REG}/{n}:{v}": digest(n, v) for n in ("backend", "frontend")})
-    return FakeHost(registry=registry, broken={digest("backend", "1.2.0")})
-
-
-@pytest.fixture
-def host() -> FakeHost:
-    return fake_host()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def make_engine(host: FakeHost, clock: Clock, auth_ok: bool = True, **policy: Any) -> Engine:
-    def auth(_t: Transport, _port: int, url: str) -> None:
-        assert url.startswith("mongodb://smartsmoker:")
-        if not auth_ok:
-            raise PermissionError("Authentication failed")
-
-    return Engine(
-        host,
-        Site(PROJECT, APP_DIR),
-        "tester@ci via test",
-        Policy(verify_timeout=30, **policy),
-        auth=auth,
-        clock=clock.wall,
-        monotonic=clock.monotonic,
-        sleep=clock.sleep,
-    )
-
-
-def deployed(host: FakeHost, clock: Clock, *versions: str) -> list[str]:
-    ids = []
-    for v in versions:
-        clock.t += 60  # distinct, ordered release ids
-        ids.append(make_engine(host, clock).deploy(spec(v)).release)
-    host.steps.clear()
-    host.commands.clear()
-    return ids
+from tests.unit.fake_host import APP_DIR, FakeHost
 
 
 def live_images(host: FakeHost) -> dict[str, str]:

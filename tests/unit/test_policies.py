@@ -13,34 +13,16 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import check
 from policy.crossguard import crossguard_policies, from_policy_args
-from policy.model import LXC, VZDUMP, Resource, Violation
+from policy.model import LXC, Resource, Violation
 from policy.smoker_policies import POLICIES, is_dynamic, violations
 from tests.configs import set_path, stack_raw
+from tests.policy_mutations import MUTATIONS, Stack, find, no_vzdump, plain_password, replace
 from tools.synth import synthesize
-
-Stack = list[Resource]
-PROVIDER = "pulumi:providers:proxmoxve"
 
 
 @pytest.fixture(scope="module")
 def stacks() -> dict[str, Stack]:
     return {name: check.from_synth(synthesize(name).resources) for name in ("dev", "prod")}
-
-
-def find(stack: Stack, name: str, type_: str | None = None) -> Resource:
-    (found,) = [r for r in stack if r.name == name and type_ in (None, r.type)]
-    return found
-
-
-def replace(stack: Stack, old: Resource, **changes: Any) -> Stack:
-    """A copy of the stack with one resource changed; `props` changes merge into its inputs."""
-    props = {**old.props, **changes.pop("props", {})}
-    new = dataclasses.replace(old, props=props, **changes)
-    return [new if r is old else r for r in stack]
-
-
-def without(stack: Stack, *names: str) -> Stack:
-    return [r for r in stack if r.name not in names]
 
 
 def only(found: list[Violation], policy: str) -> list[Violation]:
@@ -53,133 +35,6 @@ def only(found: list[Violation], policy: str) -> list[Violation]:
 def test_both_stacks_pass_every_policy(stacks: dict[str, Stack], stack: str) -> None:
     assert violations(stacks[stack]) == []
     assert violations(stacks[stack], secrets_visible=False) == []
-
-
-def _privileged(s: dict[str, Stack]) -> Stack:
-    return replace(s["dev"], find(s["dev"], "dev-cloud", LXC), props={"unprivileged": False})
-
-
-def _unprotected(s: dict[str, Stack]) -> Stack:
-    return replace(s["prod"], find(s["prod"], "prod-cloud", LXC), protect=False)
-
-
-def _no_proxmox_protection(s: dict[str, Stack]) -> Stack:
-    return replace(s["prod"], find(s["prod"], "prod-cloud", LXC), props={"protection": False})
-
-
-def _default_provider(s: dict[str, Stack]) -> Stack:
-    default = "urn:pulumi:prod::smoker-infra::pulumi:providers:proxmoxve::default_8_6_0"
-    return replace(s["prod"], find(s["prod"], "vzdump-prod", VZDUMP), provider=default)
-
-
-def _no_provider(s: dict[str, Stack]) -> Stack:
-    return replace(s["dev"], find(s["dev"], "dev-cloud-sshd-config"), provider=None)
-
-
-def _docker_default_provider(s: dict[str, Stack]) -> Stack:
-    # A package missing from pulumi:disable-default-providers gets a default provider silently.
-    name, type_ = "prod-cloud-backend-image", "docker:index/remoteImage:RemoteImage"
-    image = Resource(
-        type_,
-        name,
-        f"urn:pulumi:prod::smoker-infra::{type_}::{name}",
-        {"name": "ghcr.io/example/backend:1"},
-        provider="urn:pulumi:prod::smoker-infra::pulumi:providers:docker::default",
-    )
-    return [*s["prod"], image]
-
-
-def _plain_password(s: dict[str, Stack]) -> Stack:
-    provider = find(s["prod"], "proxmox-provider", PROVIDER)
-    return replace(s["prod"], provider, props={"password": "plain-root-password"})
-
-
-def _plain_auth_key_stdin(s: dict[str, Stack]) -> Stack:
-    step = find(s["prod"], "prod-cloud-tailscale-up")
-    return replace(s["prod"], step, props={"stdin": "tskey-auth-plain"})
-
-
-def _plain_env_files(s: dict[str, Stack]) -> Stack:
-    release = find(s["prod"], "prod-cloud-release")
-    plain = {"mongo.env": "MONGO_INITDB_ROOT_PASSWORD=plain-mongo-password\n"}
-    return replace(s["prod"], release, props={"envFiles": plain})
-
-
-def _password_authentication(s: dict[str, Stack]) -> Stack:
-    step = find(s["prod"], "prod-cloud-sshd-config")
-    text = step.props["stdin"].replace("PasswordAuthentication no", "PasswordAuthentication yes")
-    return replace(s["prod"], step, props={"stdin": text})
-
-
-def _root_password_login(s: dict[str, Stack]) -> Stack:
-    step = find(s["dev"], "virtual-smoker-device-sshd-config")
-    text = step.props["stdin"].replace("PermitRootLogin prohibit-password", "PermitRootLogin yes")
-    return replace(s["dev"], step, props={"stdin": text})
-
-
-def _match_block_password(s: dict[str, Stack]) -> Stack:
-    step = find(s["prod"], "prod-cloud-sshd-config")
-    text = step.props["stdin"] + "Match User smoker\n  PasswordAuthentication yes\n"
-    return replace(s["prod"], step, props={"stdin": text})
-
-
-def _mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
-    step = find(s["prod"], "prod-cloud-mongo-bootstrap-file")
-    text = step.props["stdin"].replace("127.0.0.1:27017:27017", "27017:27017")
-    return replace(s["prod"], step, props={"stdin": text})
-
-
-def _backend_on_all_interfaces(s: dict[str, Stack]) -> Stack:
-    release = find(s["dev"], "dev-cloud-release")
-    text = release.props["compose"].replace("127.0.0.1:3001:3001", "0.0.0.0:3001:3001")
-    return replace(s["dev"], release, props={"compose": text})
-
-
-def _no_vzdump(s: dict[str, Stack]) -> Stack:
-    return without(s["prod"], "vzdump-prod")
-
-
-def _vzdump_disabled(s: dict[str, Stack]) -> Stack:
-    return replace(s["prod"], find(s["prod"], "vzdump-prod", VZDUMP), props={"enabled": False})
-
-
-def _no_backup_timers(s: dict[str, Stack]) -> Stack:
-    return without(s["prod"], "prod-cloud-backup-timers")
-
-
-def _funnel_on_dev(s: dict[str, Stack]) -> Stack:
-    step = find(s["dev"], "dev-cloud-tailscale-serve")
-    script = step.props["create"].replace("tailscale serve --bg", "tailscale funnel --bg")
-    assert script != step.props["create"]
-    return replace(s["dev"], step, props={"create": script})
-
-
-MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
-    # (mutation, policy, resource named in the message, fix named in the message)
-    (_privileged, "lxc-unprivileged", "dev-cloud", "unprivileged=True"),
-    (_unprotected, "prod-guests-protected", "prod-cloud", "protect: true"),
-    (_no_proxmox_protection, "prod-guests-protected", "prod-cloud", "protection=True"),
-    (_default_provider, "explicit-provider", "vzdump-prod", "provider="),
-    (_no_provider, "explicit-provider", "dev-cloud-sshd-config", "provider="),
-    (_docker_default_provider, "explicit-provider", "prod-cloud-backend-image", "list docker in"),
-    (_plain_password, "secret-inputs", "proxmox-provider", "pulumi.Output.secret"),
-    (_plain_auth_key_stdin, "secret-inputs", "prod-cloud-tailscale-up", "wrap stdin"),
-    (_plain_env_files, "secret-inputs", "prod-cloud-release", "wrap envFiles"),
-    (_password_authentication, "sshd-no-passwords", "prod-cloud-sshd-config", "passwordauth"),
-    (
-        _root_password_login,
-        "sshd-no-passwords",
-        "virtual-smoker-device-sshd-config",
-        "permitrootlogin no",
-    ),
-    (_match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
-    (_mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
-    (_backend_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
-    (_no_vzdump, "prod-backups", "prod-cloud", "app.vzdump"),
-    (_vzdump_disabled, "prod-backups", "prod-cloud", "app.vzdump"),
-    (_no_backup_timers, "prod-backups", "prod-cloud", "app.backups"),
-    (_funnel_on_dev, "funnel-prod-only", "dev-cloud-tailscale-serve", "funnel: false"),
-]
 
 
 @pytest.mark.parametrize(
@@ -215,7 +70,7 @@ def test_a_credential_in_a_command_line_fails_even_when_secrets_are_not_visible(
     stacks: dict[str, Stack],
 ) -> None:
     # Inside the pack secrets arrive decrypted and unmarked: the leak is what can be seen.
-    stack = _plain_password(stacks)
+    stack = plain_password(stacks)
     step = find(stack, "prod-cloud-mongo-bootstrap")
     leaked = replace(stack, step, props={"create": "echo plain-root-password | login"})
     assert violations(stack, secrets_visible=False) == []
@@ -344,7 +199,7 @@ def test_stack_policy_callback_reports_the_violation(stacks: dict[str, Stack]) -
 
     validate(stacks["prod"])
     assert reports == []
-    validate(_no_vzdump(stacks))
+    validate(no_vzdump(stacks))
     assert [urn for _, urn in reports] == [find(stacks["prod"], "prod-cloud", LXC).urn]
 
 

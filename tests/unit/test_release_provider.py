@@ -13,8 +13,8 @@ import components.release as release
 import deploy.engine as engine_module
 from deploy.engine import DeployError, Engine
 from deploy.transport import SshTarget
+from tests.unit.engine_kit import CHECKS, Clock, compose, digest, fake_host, spec
 from tests.unit.fake_host import APP_DIR, PROJECT, FakeHost
-from tests.unit.test_engine import CHECKS, Clock, compose, digest, fake_host, spec
 
 
 @pytest.fixture

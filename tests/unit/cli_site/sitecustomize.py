@@ -16,8 +16,8 @@ if SCENARIO:
     import deploy.engine as engine_module
     from deploy.lock import HostLock
     from deploy.transport import SshTarget
+    from tests.unit.engine_kit import Clock, fake_host, make_engine, spec
     from tests.unit.fake_host import FakeHost
-    from tests.unit.test_engine import Clock, fake_host, make_engine, spec
 
     host, clock = fake_host(), Clock()
     for version in ("1.0.0", "1.1.0"):

@@ -4,9 +4,12 @@ Behaviour worth knowing (see also the package docstring):
 * presents itself as a standalone MongoDB 7.0 (maxWireVersion 21), without compression,
   without ``topologyVersion`` (so drivers poll ``hello`` instead of streaming it);
 * authentication is enforced as soon as ``admin.system.users`` holds any user: every command
-  except hello/isMaster/ping/buildInfo/saslStart/saslContinue (and the harmless endSessions,
-  logout, connectionStatus, whatsmyuri) then needs an authenticated connection, and each command
-  needs the role-derived action on its database (see ``users.py``);
+  except hello/isMaster/ping/buildInfo/saslStart/saslContinue (and the harmless endSessions)
+  then needs an authenticated connection, and each command needs the role-derived action on its
+  database (see ``users.py``);
+* only the commands the program, the stand-in's own tools and the tests send (pymongo's
+  handshake, users, insert/find/getMore/killCursors/delete, aggregate for ``count_documents``,
+  listDatabases/listCollections, create/drop/dropDatabase); any other is CommandNotFound;
 * errors carry MongoDB's codes (18 AuthenticationFailed, 13 Unauthorized, 11 UserNotFound, ...).
 """
 
@@ -17,7 +20,6 @@ import contextlib
 import datetime
 import itertools
 import json
-import os
 import secrets
 import signal
 import sys
@@ -59,9 +61,6 @@ NO_AUTH_COMMANDS = frozenset(
         "saslStart",
         "saslContinue",
         "endSessions",
-        "logout",
-        "connectionStatus",
-        "whatsmyuri",
     }
 )
 DEFAULT_BATCH = 101
@@ -135,36 +134,20 @@ class MongoStandin:
             "buildInfo": self._build_info,
             "buildinfo": self._build_info,
             "endSessions": lambda s, db, b: {},
-            "whatsmyuri": lambda s, db, b: {"you": s.client},
-            "logout": self._logout,
-            "connectionStatus": self._connection_status,
-            "getParameter": self._get_parameter,
-            "getCmdLineOpts": lambda s, db, b: {"argv": ["mongod"], "parsed": {}},
-            "serverStatus": self._server_status,
-            "hostInfo": lambda s, db, b: {"system": {"hostname": os.uname().nodename}},
-            "replSetGetStatus": self._no_replication,
             "saslStart": self._sasl_start,
             "saslContinue": self._sasl_continue,
             "createUser": self._create_user,
             "updateUser": self._update_user,
             "dropUser": self._drop_user,
             "usersInfo": self._users_info,
-            "grantRolesToUser": self._grant_roles,
-            "revokeRolesFromUser": self._revoke_roles,
-            "_mergeAuthzCollections": self._merge_authz,
             "insert": self._insert,
             "find": self._find,
             "getMore": self._get_more,
             "killCursors": self._kill_cursors,
             "delete": self._delete,
-            "update": self._update,
-            "count": self._count,
-            "distinct": self._distinct,
             "aggregate": self._aggregate,
             "listDatabases": self._list_databases,
             "listCollections": self._list_collections,
-            "listIndexes": self._list_indexes,
-            "createIndexes": self._create_indexes,
             "create": self._create,
             "drop": self._drop,
             "dropDatabase": self._drop_database,
@@ -271,46 +254,6 @@ class MongoStandin:
             "standin": "smoker-infra test stand-in, NOT MongoDB",
         }
 
-    def _logout(self, session: Session, db: str, body: Doc) -> Doc:
-        session.user = None
-        return {}
-
-    def _connection_status(self, session: Session, db: str, body: Doc) -> Doc:
-        authed = []
-        roles: list[Doc] = []
-        if session.user is not None:
-            user = users.find_user(self.storage, *session.user)
-            authed = [{"user": session.user[1], "db": session.user[0]}]
-            roles = list(user["roles"]) if user else []
-        return {"authInfo": {"authenticatedUsers": authed, "authenticatedUserRoles": roles}}
-
-    def _get_parameter(self, session: Session, db: str, body: Doc) -> Doc:
-        params: Doc = {
-            "featureCompatibilityVersion": {"version": ".".join(VERSION.split(".")[:2])},
-            "authenticationMechanisms": ["SCRAM-SHA-1", "SCRAM-SHA-256"],
-        }
-        if body["getParameter"] == "*":
-            return params
-        found = {k: v for k, v in params.items() if k in body}
-        if not found:
-            raise CommandError("no option found to get", 72, "InvalidOptions")
-        return found
-
-    def _server_status(self, session: Session, db: str, body: Doc) -> Doc:
-        self._require(session, "admin", "cluster", "serverStatus")
-        return {
-            "host": os.uname().nodename,
-            "version": VERSION,
-            "process": "mongod",
-            "pid": Int64(os.getpid()),
-            "uptime": time.monotonic() - self.started,
-            "connections": {"current": self.connections},
-            "storageEngine": {"name": "standin-json"},
-        }
-
-    def _no_replication(self, session: Session, db: str, body: Doc) -> Doc:
-        raise CommandError("not running with --replSet", 76, "NoReplicationEnabled")
-
     # -- authentication --------------------------------------------------------------------
 
     def _sasl_start(self, session: Session, db: str, body: Doc) -> Doc:
@@ -407,16 +350,6 @@ class MongoStandin:
         log("ACCESS", "Dropped user", user=body["dropUser"], db=db)
         return {}
 
-    def _grant_roles(self, session: Session, db: str, body: Doc) -> Doc:
-        self._require(session, db, "users", "grantRolesToUser")
-        users.grant_roles(self.storage, db, body["grantRolesToUser"], body["roles"])
-        return {}
-
-    def _revoke_roles(self, session: Session, db: str, body: Doc) -> Doc:
-        self._require(session, db, "users", "revokeRolesFromUser")
-        users.grant_roles(self.storage, db, body["revokeRolesFromUser"], body["roles"], True)
-        return {}
-
     def _users_info(self, session: Session, db: str, body: Doc) -> Doc:
         spec = body["usersInfo"]
         show = bool(body.get("showCredentials"))
@@ -439,16 +372,6 @@ class MongoStandin:
             if user is not None:
                 found.append(user)
         return {"users": [users.public_view(u, show) for u in found]}
-
-    def _merge_authz(self, session: Session, db: str, body: Doc) -> Doc:
-        """mongorestore's way to restore users from a temporary collection."""
-        self._require(session, "admin", "users", "_mergeAuthzCollections")
-        temp_ns = body.get("tempUsersCollection", "")
-        temp_db, _, temp_coll = str(temp_ns).partition(".")
-        incoming = [dict(d) for d in self.storage.docs(temp_db, temp_coll)]
-        count = users.merge_users(self.storage, incoming, bool(body.get("drop")))
-        log("ACCESS", "Merged users from a restore", count=count, drop=bool(body.get("drop")))
-        return {}
 
     # -- CRUD ------------------------------------------------------------------------------
 
@@ -579,62 +502,6 @@ class MongoStandin:
             self.storage.flush(db)
         return {"n": n}
 
-    def _update(self, session: Session, db: str, body: Doc) -> Doc:
-        coll = body["update"]
-        self._require_ns(session, db, coll, "write", "update")
-        n = modified = 0
-        upserted: list[Doc] = []
-        for index, spec in enumerate(body.get("updates") or []):
-            docs = self.storage.docs(db, coll)
-            update = spec.get("u")
-            multi = bool(spec.get("multi"))
-            if multi and not query.is_update_operators(update):
-                raise CommandError(
-                    "multi update is not supported for replacement-style update", 9, "FailedToParse"
-                )
-            hits = [i for i, d in enumerate(docs) if query.matches(d, spec.get("q"))]
-            if not multi:
-                hits = hits[:1]
-            for i in hits:
-                new = query.apply_update(docs[i], update)
-                n += 1
-                if new != docs[i]:
-                    docs[i] = new
-                    modified += 1
-            if not hits and spec.get("upsert"):
-                seed = query.upsert_seed(spec.get("q"))
-                new = query.apply_update(seed, update, inserting=True)
-                if "_id" not in new:
-                    new = {"_id": seed.get("_id", ObjectId()), **new}
-                self.storage.create_collection(db, coll).append(new)
-                upserted.append({"index": index, "_id": new["_id"]})
-                n += 1
-        self.storage.flush(db)
-        reply: Doc = {"n": n, "nModified": modified}
-        if upserted:
-            reply["upserted"] = upserted
-        return reply
-
-    def _count(self, session: Session, db: str, body: Doc) -> Doc:
-        coll = body["count"]
-        self._require_ns(session, db, coll, "read", "count")
-        docs = [d for d in self.storage.docs(db, coll) if query.matches(d, body.get("query"))]
-        docs = docs[int(body.get("skip") or 0) :]
-        limit = abs(int(body.get("limit") or 0))
-        return {"n": min(len(docs), limit) if limit else len(docs)}
-
-    def _distinct(self, session: Session, db: str, body: Doc) -> Doc:
-        coll = body["distinct"]
-        self._require_ns(session, db, coll, "read", "distinct")
-        values: list[Any] = []
-        for doc in self.storage.docs(db, coll):
-            if query.matches(doc, body.get("query")):
-                value = query.get_path(doc, body["key"])
-                for v in value if isinstance(value, list) else [value]:
-                    if v is not query.MISSING and not any(query.values_equal(v, x) for x in values):
-                        values.append(v)
-        return {"values": values}
-
     def _aggregate(self, session: Session, db: str, body: Doc) -> Doc:
         coll = body["aggregate"]
         if not isinstance(coll, str):
@@ -701,27 +568,6 @@ class MongoStandin:
             if query.matches(info, body.get("filter")):
                 infos.append({"name": name, "type": "collection"} if body.get("nameOnly") else info)
         return {"cursor": {"id": Int64(0), "ns": f"{db}.$cmd.listCollections", "firstBatch": infos}}
-
-    def _list_indexes(self, session: Session, db: str, body: Doc) -> Doc:
-        coll = body["listIndexes"]
-        self._require_ns(session, db, coll, "read", "listIndexes")
-        if not self.storage.has_collection(db, coll):
-            raise CommandError(f"ns does not exist: {db}.{coll}", 26, "NamespaceNotFound")
-        index = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
-        return {"cursor": {"id": Int64(0), "ns": f"{db}.{coll}", "firstBatch": [index]}}
-
-    def _create_indexes(self, session: Session, db: str, body: Doc) -> Doc:
-        coll = body["createIndexes"]
-        self._require_ns(session, db, coll, "write", "createIndexes")
-        created = not self.storage.has_collection(db, coll)
-        self.storage.create_collection(db, coll)
-        self.storage.flush(db)
-        return {
-            "numIndexesBefore": 1,
-            "numIndexesAfter": 1,
-            "createdCollectionAutomatically": created,
-            "note": "stand-in: secondary indexes are accepted and ignored",
-        }
 
     def _create(self, session: Session, db: str, body: Doc) -> Doc:
         coll = body["create"]

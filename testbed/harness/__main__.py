@@ -1,8 +1,8 @@
 """Manual use of the tier-3 harness.
 
-python -m tests.harness build   # build/cache the images only
-python -m tests.harness up      # engine + guest; prints the ssh command; Ctrl-C (or `down`) ends it
-python -m tests.harness down    # stop a running `up` (or leftovers of a killed run)
+python -m testbed.harness build  # build/cache the images only
+python -m testbed.harness up     # engine + guest; prints the ssh command; Ctrl-C or `down` ends it
+python -m testbed.harness down   # stop a running `up` (or leftovers of a killed run)
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _cmd_up(engine: Engine) -> int:
             print(
                 f"docker: {' '.join(engine.docker_argv())} exec -it {guest.name} bash", flush=True
             )
-            print("Ctrl-C or `python -m tests.harness down` to stop.", flush=True)
+            print("Ctrl-C or `python -m testbed.harness down` to stop.", flush=True)
             while not stop.wait(3600):
                 pass
         finally:
@@ -74,7 +74,7 @@ def _cmd_down(engine: Engine) -> int:
     owner = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         owner = int(LOCK_PATH.read_text().split()[0])
-    if owner and pid_alive(owner) and any("tests.harness" in a for a in cmdline(owner)):
+    if owner and pid_alive(owner) and any("testbed.harness" in a for a in cmdline(owner)):
         log(f"asking harness process {owner} to stop")
         os.kill(owner, signal.SIGTERM)
         poll_until(
@@ -83,7 +83,7 @@ def _cmd_down(engine: Engine) -> int:
         return 0
     if owner and pid_alive(owner):
         raise HarnessError(
-            f"{LOCK_PATH} is held by pid {owner}, which is not `python -m tests.harness`;"
+            f"{LOCK_PATH} is held by pid {owner}, which is not `python -m testbed.harness`;"
             " not touching it"
         )
     # No owner: clean up whatever a killed run left (by PID, only our dockerd).
@@ -101,7 +101,7 @@ def _cmd_down(engine: Engine) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.harness", description=__doc__.split("\n\n")[0]
+        prog="python -m testbed.harness", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("command", choices=["build", "up", "down"])
     parser.add_argument(

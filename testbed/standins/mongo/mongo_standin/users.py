@@ -172,39 +172,6 @@ def drop_user(storage: Storage, db: str, name: str) -> None:
     storage.flush(USERS_DB)
 
 
-def grant_roles(storage: Storage, db: str, name: str, roles: Any, revoke: bool = False) -> None:
-    user = find_user(storage, db, name)
-    if user is None:
-        raise UserError(f'Could not find user "{name}" for db "{db}"', 11, "UserNotFound")
-    change = normalize_roles(roles, db)
-    if revoke:
-        user["roles"] = [r for r in user["roles"] if r not in change]
-    else:
-        user["roles"] = user["roles"] + [r for r in change if r not in user["roles"]]
-    storage.flush(USERS_DB)
-
-
-def merge_users(storage: Storage, incoming: list[dict[str, Any]], drop: bool) -> int:
-    """What ``_mergeAuthzCollections`` does for mongorestore: upsert users by ``_id``;
-    with ``drop`` the restored set replaces every existing user."""
-    users = storage.create_collection(USERS_DB, USERS_COLL)
-    if drop:
-        users.clear()
-    for doc in incoming:
-        for key in ("_id", "user", "db", "credentials", "roles"):
-            if key not in doc:
-                raise UserError(f"restored user document lacks {key!r}", 2, "BadValue")
-        existing = next((i for i, u in enumerate(users) if u["_id"] == doc["_id"]), None)
-        if existing is None:
-            users.append(doc)
-        else:
-            users[existing] = doc
-    if not users:
-        storage.drop_collection(USERS_DB, USERS_COLL)
-    storage.flush(USERS_DB)
-    return len(incoming)
-
-
 def actions_on(storage: Storage, user_ref: tuple[str, str] | None, db: str) -> frozenset[str]:
     """Actions the authenticated user (``(db, name)``) holds on database ``db``."""
     if user_ref is None:

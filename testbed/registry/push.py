@@ -16,8 +16,8 @@ import re
 import shlex
 from collections.abc import Mapping
 
-from tests.harness import Engine, Guest, HarnessError
-from tests.harness.engine import poll_until
+from testbed.harness import Engine, Guest, HarnessError
+from testbed.harness.engine import poll_until
 
 from .server import DIGEST_RE, MANIFEST_TYPES, Registry
 

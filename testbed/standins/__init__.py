@@ -4,9 +4,9 @@ No MongoDB server, and neither of the project's application images, can be fetch
 machines, so tier 3 runs these instead:
 
 * ``smoker-test/mongo-standin:7.0`` for ``mongo:7.0``: a Python server speaking enough of the
-  MongoDB wire protocol for pymongo 4.x (real SCRAM-SHA-1/256, users and roles, CRUD, data in
-  /data/db), plus ``mongod``/``mongosh``/``mongodump``/``mongorestore`` with the real tools'
-  command-line shapes (the dump archive format is the stand-in's own);
+  MongoDB wire protocol for pymongo 4.x (real SCRAM-SHA-1/256, users and roles, insert, find,
+  delete, count; data in /data/db), plus ``mongod``/``mongosh``/``mongodump``/``mongorestore``
+  with the real tools' command-line shapes (the dump archive format is the stand-in's own);
 * ``smoker-test/backend-standin:<version>`` (optionally ``:<version>-broken``) and
   ``smoker-test/frontend-standin:<version>`` for the application images.
 

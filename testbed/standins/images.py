@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import Engine, HarnessError
-from tests.harness.engine import log, run_checked
-from tests.harness.images import build_base, content_digest
+from testbed.harness import Engine, HarnessError
+from testbed.harness.engine import log, run_checked
+from testbed.harness.images import build_base, content_digest
 
 STANDINS_DIR = Path(__file__).resolve().parent
 MONGO_REPO = "smoker-test/mongo-standin"

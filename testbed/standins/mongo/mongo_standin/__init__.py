@@ -2,7 +2,8 @@
 
 A small asyncio server that speaks enough of the MongoDB wire protocol (OP_MSG, legacy OP_QUERY
 handshake) for pymongo 4.x: SCRAM-SHA-1/256 authentication against stored SCRAM credentials, user
-management, role-based confinement, basic CRUD with cursors, and JSON persistence under the dbpath.
+management, role-based confinement, insert/find (with cursors)/delete/count (no updates, no
+indexes: nothing here uses them), and JSON persistence under the dbpath.
 Plus the CLIs the project uses, with the real tools' shapes: ``mongod``, ``mongosh`` (two
 expressions), ``mongodump`` and ``mongorestore`` (the archive format is the stand-in's own: see
 ``archive.py``).

@@ -1,14 +1,14 @@
-"""Just enough of MongoDB's query language: filters, sort, projection, updates, aggregation.
+"""Just enough of MongoDB's query language: filters, sort, projection, aggregation (no updates:
+neither the program nor its tests update documents).
 
 Filters: equality on (dotted) fields, ``$eq $ne $gt $gte $lt $lte $in $nin $exists``,
-``$and $or $nor``. Updates: replacement, ``$set $unset $inc $setOnInsert``. Aggregation: the
+``$and $or $nor``. Aggregation: the
 stages ``$match $sort $skip $limit $project $count $group`` (``_id`` a constant or ``"$field"``,
 accumulator ``$sum``), which covers pymongo's ``count_documents``.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime
 from collections.abc import Iterable
 from typing import Any
@@ -187,85 +187,6 @@ def project(doc: Doc, spec: Doc | None) -> Doc:
     if not include_id:
         out.pop("_id", None)
     return out
-
-
-def _set_path(doc: Doc, path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = doc
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise QueryError(f"cannot create field in element {path}", 28, "PathNotViable")
-    node[parts[-1]] = value
-
-
-def _unset_path(doc: Doc, path: str) -> None:
-    parts = path.split(".")
-    node: Any = doc
-    for part in parts[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(parts[-1], None)
-
-
-def is_update_operators(update: Any) -> bool:
-    """True for ``{$set: ...}`` style updates, False for a replacement document."""
-    return isinstance(update, dict) and any(k.startswith("$") for k in update)
-
-
-def apply_update(doc: Doc, update: Any, inserting: bool = False) -> Doc:
-    """The updated copy of ``doc`` (``_id`` never changes)."""
-    if isinstance(update, list):
-        raise QueryError("pipeline updates are not supported by the stand-in")
-    if not isinstance(update, dict):
-        raise QueryError("update must be a document")
-    if not is_update_operators(update):
-        new = {"_id": doc["_id"]} if "_id" in doc else {}
-        new.update({k: v for k, v in update.items() if k != "_id"})
-        return new
-    new = copy.deepcopy(doc)
-    for op, fields in update.items():
-        if not isinstance(fields, dict):
-            raise QueryError(f"Modifiers operate on fields but we found {op} with a non-document")
-        for path, value in fields.items():
-            if path == "_id" and op != "$setOnInsert":
-                raise QueryError(
-                    "Performing an update on the path '_id' would modify the immutable field '_id'",
-                    66,
-                    "ImmutableField",
-                )
-            if op == "$set" or (op == "$setOnInsert" and inserting):
-                _set_path(new, path, copy.deepcopy(value))
-            elif op == "$setOnInsert":
-                continue
-            elif op == "$unset":
-                _unset_path(new, path)
-            elif op == "$inc":
-                current = get_path(new, path)
-                if current is MISSING:
-                    current = 0
-                if _type_rank(current) != 2 or _type_rank(value) != 2:
-                    raise QueryError(
-                        f"Cannot apply $inc to a non-numeric value at {path}", 14, "TypeMismatch"
-                    )
-                _set_path(new, path, current + value)
-            else:
-                raise QueryError(f"unknown update operator {op} (not supported by the stand-in)")
-    return new
-
-
-def upsert_seed(filt: Doc | None) -> Doc:
-    """The document an upsert starts from: the filter's equality fields."""
-    seed: Doc = {}
-    for key, cond in (filt or {}).items():
-        if key.startswith("$"):
-            continue
-        if _is_operator_doc(cond):
-            if "$eq" in cond:
-                _set_path(seed, key, cond["$eq"])
-        else:
-            _set_path(seed, key, cond)
-    return seed
 
 
 def _group(docs: Iterable[Doc], spec: Doc) -> list[Doc]:

@@ -7,12 +7,13 @@
   that root user (SCRAM credentials only), then execs ``mongod --bind_ip_all``;
 * ``mongosh --quiet --eval EXPR`` for exactly ``db.adminCommand('ping').ok`` (and the same
   ping spelt as ``{ping: 1}`` / ``runCommand``) and ``db.version()``; anything else exits 2;
-* ``mongodump --archive[=PATH] [--gzip] [--db=DB] [--collection=C]`` and ``mongorestore
-  --archive[=PATH] [--gzip] [--drop] [--dryRun] [--nsFrom=A --nsTo=B] [--nsInclude=P]
-  [--nsExclude=P] [--stopOnError]``, both with ``--config=FILE`` (YAML, ``password:``),
-  ``--username``, ``--authenticationDatabase``, ``--authenticationMechanism``, ``--host``,
-  ``--port``, ``--uri``. A password on the command line (``-p``/``--password``) is refused on
-  purpose: the project must pass it with ``--config``.
+* ``mongodump --archive[=PATH] [--gzip]`` (every database) and ``mongorestore --archive[=PATH]
+  [--gzip] [--drop] [--dryRun] [--nsFrom=A --nsTo=B] [--nsInclude=P]`` (never users: a restore
+  that would include ``admin.system.users`` is refused), both with ``--config=FILE`` (YAML,
+  ``password:``), ``--username``, ``--authenticationDatabase``, ``--host``, ``--port``,
+  ``--uri``. A password on the command line (``-p``/``--password``) is refused on purpose: the
+  project must pass it with ``--config``. Nothing else: only what the backup tool and the tests
+  run.
 
 Exit codes: 0 success, 1 failure (as the real tools), 2 usage the stand-in does not support.
 """
@@ -82,13 +83,10 @@ def _tool_parser(prog: str) -> _Parser:
     p.add_argument("-p", "--password", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--authenticationDatabase", default="admin")
-    p.add_argument("--authenticationMechanism", default=None)
     p.add_argument("--archive", nargs="?", const="-", default=None)
     p.add_argument("--gzip", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--version", action="store_true")
-    p.add_argument("-j", "--numParallelCollections", type=int, default=None)
     return p
 
 
@@ -133,8 +131,6 @@ def _connect(args: argparse.Namespace, appname: str) -> Any:
             raise ToolError("stand-in: --username needs the password in --config=FILE")
         kwargs.update(username=args.username, password=str(config["password"]))
         kwargs["authSource"] = args.authenticationDatabase
-        if args.authenticationMechanism:
-            kwargs["authMechanism"] = args.authenticationMechanism
     if uri:
         client = MongoClient(uri, **kwargs)
         where = re.sub(r"//[^@/]*@", "//", uri)  # never echo credentials
@@ -147,7 +143,7 @@ def _connect(args: argparse.Namespace, appname: str) -> Any:
         client.admin.command("ping")
     except OperationFailure as exc:
         client.close()
-        mech = args.authenticationMechanism or "SCRAM-SHA-256"
+        mech = "SCRAM-SHA-256"
         details = exc.details or {}
         raise ToolError(
             f"can't create session: failed to connect to {where}: connection() error occurred "
@@ -168,15 +164,7 @@ def _connect(args: argparse.Namespace, appname: str) -> Any:
 # mongodump
 
 
-def _dump_targets(
-    client: Any, only_db: str | None, only_coll: str | None
-) -> Iterator[tuple[str, str]]:
-    if only_db:
-        names = [n for n in client[only_db].list_collection_names() if not n.startswith("system.")]
-        for name in sorted(names):
-            if only_coll is None or name == only_coll:
-                yield only_db, name
-        return
+def _dump_targets(client: Any) -> Iterator[tuple[str, str]]:
     for db in sorted(client.list_database_names()):
         if db in ("local", "config"):
             continue
@@ -189,12 +177,9 @@ def _dump_targets(
 def mongodump_main(
     argv: list[str], stdout: IO[bytes] | None = None, stderr: IO[str] | None = None
 ) -> int:
-    """``mongodump``: dump all databases (or ``--db``) as a stand-in archive."""
+    """``mongodump``: dump all databases as a stand-in archive (the backup tool's only use)."""
     err = stderr or sys.stderr
     p = _tool_parser("mongodump")
-    p.add_argument("-d", "--db", default=None)
-    p.add_argument("-c", "--collection", default=None)
-    p.add_argument("--forceTableScan", action="store_true")
     try:
         args = p.parse_args(argv)
         if args.version:
@@ -202,8 +187,6 @@ def mongodump_main(
             return 0
         if args.archive is None:
             raise UnsupportedError("stand-in: only --archive mode is supported (no dump directory)")
-        if args.collection and not args.db:
-            raise UnsupportedError("cannot dump a collection without a specified database")
         client = _connect(args, "mongodump")
     except UnsupportedError as exc:
         print(f"mongodump: {exc}", file=err)
@@ -220,7 +203,7 @@ def mongodump_main(
             target = open(args.archive, "wb")  # noqa: SIM115 - closed in finally
             out = target
         writer = ArchiveWriter(out, args.gzip)
-        for db, name in _dump_targets(client, args.db, args.collection):
+        for db, name in _dump_targets(client):
             _say(err, f"writing {db}.{name} to archive on {where}")
             count = writer.collection(db, name, client[db][name].find({}, batch_size=1000))
             _say(err, f"done dumping {db}.{name} ({count} document{'s' if count != 1 else ''})")
@@ -266,10 +249,8 @@ def _renamer(ns_from: list[str], ns_to: list[str]) -> Callable[[str], str]:
     return rename
 
 
-def _included(ns: str, include: list[str], exclude: list[str]) -> bool:
-    if include and not any(fnmatch.fnmatchcase(ns, p) for p in include):
-        return False
-    return not any(fnmatch.fnmatchcase(ns, p) for p in exclude)
+def _included(ns: str, include: list[str]) -> bool:
+    return not include or any(fnmatch.fnmatchcase(ns, p) for p in include)
 
 
 def _restore_collection(
@@ -277,7 +258,6 @@ def _restore_collection(
     coll: ArchivedCollection,
     target_ns: str,
     drop: bool,
-    stop_on_error: bool,
     err: IO[str],
 ) -> tuple[int, int]:
     from pymongo.errors import BulkWriteError
@@ -299,36 +279,14 @@ def _restore_collection(
     for start in range(0, len(coll.docs), RESTORE_BATCH):
         batch = coll.docs[start : start + RESTORE_BATCH]
         try:
-            ok += len(collection.insert_many(batch, ordered=stop_on_error).inserted_ids)
+            ok += len(collection.insert_many(batch, ordered=False).inserted_ids)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             ok += exc.details.get("nInserted", 0)
             failed += len(batch) - exc.details.get("nInserted", 0)
             for item in errors[:5]:
                 _say(err, f"continuing through error: {item.get('errmsg')}")
-            if stop_on_error:
-                raise ToolError(f"{target_ns}: {len(errors)} write error(s)") from None
     return ok, failed
-
-
-def _restore_users(client: Any, coll: ArchivedCollection, drop: bool, err: IO[str]) -> int:
-    """Users go through a temporary collection and ``_mergeAuthzCollections``, as for real."""
-    temp = client[USERS_DB]["tempusers"]
-    temp.drop()
-    if coll.docs:
-        temp.insert_many(coll.docs)
-    _say(err, "restoring users from archive")
-    client[USERS_DB].command(
-        {
-            "_mergeAuthzCollections": 1,
-            "tempUsersCollection": f"{USERS_DB}.tempusers",
-            "tempRolesCollection": f"{USERS_DB}.temproles",
-            "drop": drop,
-            "db": "",
-        }
-    )
-    temp.drop()
-    return len(coll.docs)
 
 
 def mongorestore_main(
@@ -342,11 +300,6 @@ def mongorestore_main(
     p.add_argument("--nsFrom", action="append", default=[])
     p.add_argument("--nsTo", action="append", default=[])
     p.add_argument("--nsInclude", action="append", default=[])
-    p.add_argument("--nsExclude", action="append", default=[])
-    p.add_argument("--stopOnError", action="store_true")
-    p.add_argument("--noIndexRestore", action="store_true")
-    p.add_argument("--preserveUUID", action="store_true")
-    p.add_argument("-d", "--db", default=None)
     try:
         args = p.parse_args(argv)
         if args.version:
@@ -354,8 +307,6 @@ def mongorestore_main(
             return 0
         if args.archive is None:
             raise UnsupportedError("stand-in: only --archive mode is supported (no dump directory)")
-        if args.db:
-            raise UnsupportedError("stand-in: use --nsInclude/--nsFrom/--nsTo instead of --db")
         rename = _renamer(args.nsFrom, args.nsTo)
         client = _connect(args, "mongorestore")
     except UnsupportedError as exc:
@@ -373,14 +324,21 @@ def mongorestore_main(
         else:
             data = Path(args.archive).read_bytes()
         archive = parse_archive(data, args.gzip)
-        users_coll: ArchivedCollection | None = None
+        users = [
+            c
+            for c in archive.collections
+            if c.ns == f"{USERS_DB}.{USERS_COLL}" and _included(c.ns, args.nsInclude)
+        ]
+        if users and not args.dryRun:  # refused before anything is restored
+            raise ToolError(
+                "stand-in: restoring users (admin.system.users) is not supported; the project "
+                "restores --nsInclude='<app db>.*' only"
+            )
         for coll in archive.collections:
             if coll.db == USERS_DB and coll.name.startswith("system."):
-                if coll.name == USERS_COLL and _included(coll.ns, args.nsInclude, args.nsExclude):
-                    users_coll = coll
-                continue  # system.version/system.roles: nothing to restore in the stand-in
+                continue  # users (above), system.version/system.roles: nothing to restore
             target = rename(coll.ns)
-            if not _included(coll.ns, args.nsInclude, args.nsExclude):
+            if not _included(coll.ns, args.nsInclude):
                 continue
             if args.dryRun:
                 _say(
@@ -389,15 +347,12 @@ def mongorestore_main(
                 )
                 continue
             _say(err, f"restoring {target} from archive on {source}")
-            ok, bad = _restore_collection(client, coll, target, args.drop, args.stopOnError, err)
+            ok, bad = _restore_collection(client, coll, target, args.drop, err)
             restored += ok
             failed += bad
             _say(err, f"finished restoring {target} ({ok} documents, {bad} failures)")
-        if users_coll is not None:
-            if args.dryRun:
-                _say(err, f"dry run: would restore {len(users_coll.docs)} user(s)")
-            else:
-                restored += _restore_users(client, users_coll, args.drop, err)
+        for coll in users:
+            _say(err, f"dry run: would restore {len(coll.docs)} user(s)")
         if args.dryRun:
             _say(
                 err,

@@ -253,7 +253,7 @@ class Engine:
             os.close(fd)
             raise HarnessError(
                 f"another harness process owns the test engine ({LOCK_PATH}: {owner}); "
-                "wait for it or stop it with `python -m tests.harness down`"
+                "wait for it or stop it with `python -m testbed.harness down`"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {self.cache_dir}\n".encode(), 0)
@@ -323,7 +323,7 @@ class Engine:
         for binary in (DOCKER, DOCKERD):
             if not os.access(binary, os.X_OK):
                 raise HarnessError(
-                    f"{binary} not found: run tests/harness/install-deps.sh (Debian docker.io)"
+                    f"{binary} not found: run testbed/harness/install-deps.sh (Debian docker.io)"
                 )
         t0 = time.monotonic()
         self._acquire_lock()

@@ -1,4 +1,4 @@
-"""Protocol tests of the STAND-IN registry (tests/registry/server.py) over real HTTP on
+"""Protocol tests of the STAND-IN registry (testbed/registry/server.py) over real HTTP on
 127.0.0.1, with ``urllib`` as the client: uploads, digest checks, manifests, tags, errors."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.registry import Registry
-from tests.registry.server import MANIFEST_LIST_V2, MANIFEST_V2
+from testbed.registry import Registry
+from testbed.registry.server import MANIFEST_LIST_V2, MANIFEST_V2
 
 REPO = "smart-smoker-backend"
 

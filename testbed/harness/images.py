@@ -86,7 +86,7 @@ def build_base(engine: Engine) -> str:
         engine.docker("tag", tag, f"{BASE_REPO}:{SUITE}")
         return tag
     if shutil.which("debootstrap") is None:
-        raise HarnessError("debootstrap is not installed: run tests/harness/install-deps.sh")
+        raise HarnessError("debootstrap is not installed: run testbed/harness/install-deps.sh")
     t0 = time.monotonic()
     work = engine.cache_dir / "tmp"
     work.mkdir(parents=True, exist_ok=True)

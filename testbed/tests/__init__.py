@@ -1,0 +1,1 @@
+"""Tests of the test bed itself: the registry and the MongoDB stand-in, without Docker."""
