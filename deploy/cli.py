@@ -11,7 +11,7 @@ needed: a rollback uses the env files stored in the release itself). The SSH key
 (`--ssh-key`, default `$SMOKER_SSH_KEY` or ~/.ssh/id_ed25519); the host key is pinned from
 `--host-key`, the guest's `sshHostKey`, or ~/.ssh/known_hosts, never accepted blindly.
 
-No Pulumi here: the stack file is read by `deploy.stack_file`. Every error an operator can meet
+No Pulumi here: the stack file is read by the config package (`config.stack_file`). Every error an operator can meet
 ends as one line on stderr (`error: ...`) and a non-zero exit: 2 for a wrong stack file or
 argument, 1 for what happened on the host, 130 for Ctrl-C.
 """
@@ -30,9 +30,9 @@ from typing import Any
 import paramiko
 
 import layout
+from config.stack_file import StackFileError, stack_file_config
 from deploy.engine import Policy, deployer, over_ssh
 from deploy.release import Site
-from deploy.stack_file import StackFileError, stack_file_config
 from deploy.transport import SshTarget
 from errors import SmokerError
 

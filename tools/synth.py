@@ -24,7 +24,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
 
 from config import PROJECT, StackConfig
-from deploy.stack_file import placeholder_secret, stack_file_config
+from config.stack_file import placeholder_secret, stack_file_config
 
 REPO = Path(__file__).resolve().parent.parent
 __all__ = ["placeholder_secret", "stack_file_config", "synthesize"]

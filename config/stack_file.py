@@ -1,8 +1,6 @@
 """A stack file (`Pulumi.<stack>.yaml`, with the project's defaults from `Pulumi.yaml`) read
 the way the Pulumi CLI passes it to the program, with no Pulumi: for the operator CLI and for
 synth. Secrets are never needed: each is replaced by a syntactically valid placeholder.
-
-It belongs with the config package; it lives here until that package exists.
 """
 
 from __future__ import annotations
@@ -13,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from config import PROJECT, SECRET_KEYS
+from config.errors import PROJECT
+from config.secrets import SECRET_KEYS
 from errors import SmokerError
 
 REPO = Path(__file__).resolve().parent.parent
