@@ -11,9 +11,9 @@ needed: a rollback uses the env files stored in the release itself). The SSH key
 (`--ssh-key`, default `$SMOKER_SSH_KEY` or ~/.ssh/id_ed25519); the host key is pinned from
 `--host-key`, the guest's `sshHostKey`, or ~/.ssh/known_hosts, never accepted blindly.
 
-No Pulumi here: the stack file is read by the config package (`config.stack_file`). Every error an operator can meet
-ends as one line on stderr (`error: ...`) and a non-zero exit: 2 for a wrong stack file or
-argument, 1 for what happened on the host, 130 for Ctrl-C.
+No Pulumi here: the stack file is read by the config package (`config.stack_file`). Every error
+an operator can meet ends as one line on stderr (`error: ...`) and a non-zero exit: 2 for a wrong
+stack file or argument, 1 for what happened on the host, 130 for Ctrl-C.
 """
 
 from __future__ import annotations
