@@ -2,8 +2,9 @@
 systemd "guest" container reached over real SSH (see tests/tier3/)."""
 
 from .engine import Engine, HarnessError, cache_dir, running_engine
-from .guest import Client, Guest, GuestCommandError, start_guest
+from .guest import Client, Guest, GuestCommandError
 from .images import ImageSet, build_image, build_images
+from .lifecycle import start_guest
 
 __all__ = [
     "Client",

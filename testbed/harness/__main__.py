@@ -18,8 +18,8 @@ import threading
 from pathlib import Path
 
 from .engine import LOCK_PATH, Engine, HarnessError, cmdline, log, pid_alive, poll_until
-from .guest import remove_stale_guest_dirs, start_guest
 from .images import build_images
+from .lifecycle import remove_stale_guest_dirs, start_guest
 
 
 def _cmd_build(engine: Engine) -> int:

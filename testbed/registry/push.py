@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from testbed.harness import Engine, Guest, HarnessError
 from testbed.harness.engine import poll_until
 
-from .server import DIGEST_RE, MANIFEST_TYPES, Registry
+from .server import Registry
+from .storage import DIGEST_RE, MANIFEST_TYPES
 
 _PUSHED_RE = re.compile(r"^(?P<tag>\S+): digest: (?P<digest>sha256:[0-9a-f]{64}) size: \d+$", re.M)
 

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - depends on the environment
         raise
     pytest.skip("pymongo is not installed (venv/bin/pip install pymongo)", allow_module_level=True)
 
-from testbed.standins.mongo.mongo_standin import STANDIN_VERSION, VERSION, tools
-from testbed.standins.mongo.mongo_standin.server import ServerThread
+from testbed.standins.mongo.mongo_standin import STANDIN_VERSION, VERSION, mongod, tools
+from testbed.standins.mongo.mongo_standin.network import ServerThread
 from testbed.standins.mongo.mongo_standin.storage import Storage
 
 ROOT_PW = "root-Pa55:w/rd@%"  # characters that need URL-encoding, as real secrets do
@@ -408,7 +408,7 @@ def test_mongosh_fails_when_nothing_listens(
 
 
 def test_mongod_version_names_the_stand_in(capsys: pytest.CaptureFixture[str]) -> None:
-    assert tools.mongod_main(["--version"]) == 0
+    assert mongod.mongod_main(["--version"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first == f"db version v{STANDIN_VERSION}" and first.endswith("-standin")
 
@@ -419,9 +419,9 @@ def test_entrypoint_creates_the_root_user_only_on_first_start(
     monkeypatch.setenv("MONGO_INITDB_ROOT_USERNAME", "admin")
     monkeypatch.setenv("MONGO_INITDB_ROOT_PASSWORD", "first")
     err = io.StringIO()
-    assert tools.init_root_user(tmp_path, err) is True
+    assert mongod.init_root_user(tmp_path, err) is True
     monkeypatch.setenv("MONGO_INITDB_ROOT_PASSWORD", "second")
-    assert tools.init_root_user(tmp_path, err) is False  # data exists: env is ignored
+    assert mongod.init_root_user(tmp_path, err) is False  # data exists: env is ignored
     assert "first" not in (tmp_path / "admin.json").read_text()
     with ServerThread(tmp_path) as srv:
         client: pymongo.MongoClient = pymongo.MongoClient(
@@ -431,4 +431,4 @@ def test_entrypoint_creates_the_root_user_only_on_first_start(
         client.close()
     monkeypatch.delenv("MONGO_INITDB_ROOT_PASSWORD")
     with pytest.raises(tools.ToolError):
-        tools.init_root_user(tmp_path / "other", err)
+        mongod.init_root_user(tmp_path / "other", err)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from testbed.registry import Registry
-from testbed.registry.server import MANIFEST_LIST_V2, MANIFEST_V2
+from testbed.registry.storage import MANIFEST_LIST_V2, MANIFEST_V2
 
 REPO = "smart-smoker-backend"
 

@@ -36,7 +36,7 @@ from typing import Any
 from config import StackConfig
 from stacks.platform import load_stack_config
 from testbed.harness import Engine, Guest, HarnessError
-from testbed.harness.guest import ensure_network, remove_network
+from testbed.harness.lifecycle import ensure_network, remove_network
 from testbed.registry.push import trust_registry
 from tests.configs import Raw, evolve, set_path, stack_raw
 from tests.sdk.provider_host import ProviderHost
