@@ -19,6 +19,7 @@ from typing import Any
 import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
@@ -35,12 +36,12 @@ UNKNOWN_MARKER = "[unknown]"
 # Commands whose output ends with a host key (guest readiness, the node's key on first use).
 HOST_KEY_READERS = ("-ready", "-node-host-key")
 
-# Signatures of Pulumi's wire encoding (sdk/python/lib/pulumi/runtime/rpc.py).
-_SIG = "4dabf18193072939515e22adb298388d"
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-_OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+# Pulumi's wire encoding, as the SDK itself names it (sdk/python/lib/pulumi/runtime/rpc.py).
+_SIG = rpc._special_sig_key
+_SECRET_SIG = rpc._special_secret_sig
+_RESOURCE_SIG = rpc._special_resource_sig
+_OUTPUT_SIG = rpc._special_output_value_sig
+_UNKNOWN = rpc.UNKNOWN
 
 
 def _mark(value: Any) -> Any:

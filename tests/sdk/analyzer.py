@@ -37,6 +37,7 @@ import grpc
 from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
+from tests.sdk.wire import OUTPUT_SIG, RESOURCE_SIG, SECRET_SIG, SIG, UNKNOWN
 from tools import synth
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +47,6 @@ START_TIMEOUT = 30.0
 CALL_TIMEOUT = 30.0
 # Nothing listens here: the pack is handed an engine address it does not use.
 UNUSED_ENGINE_ADDRESS = "127.0.0.1:1"
-
-SIG = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # UnknownStringValue
 
 
 # --- the engine's view of a stack ---------------------------------------------------------------

@@ -35,17 +35,13 @@ from typing import IO, Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format, struct_pb2
-from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
+
+from tests.sdk.wire import OUTPUT_SIG, RESOURCE_SIG, SECRET_SIG, SIG, UNKNOWN
 
 REPO = Path(__file__).resolve().parents[2]
 DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic"
 PROVIDER_KEY = "__provider"
-UNKNOWN = rpc.UNKNOWN  # "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-SIG = rpc._special_sig_key
-SECRET_SIG = rpc._special_secret_sig
-RESOURCE_SIG = rpc._special_resource_sig
-OUTPUT_SIG = rpc._special_output_value_sig
 # The engine's typed unknown sentinels (rpc.go): every one is an unknown on the wire.
 UNKNOWNS = frozenset(
     {

@@ -94,8 +94,8 @@ from tests.sdk.rehearsal_state import (
     Run,
     State,
     StepRecord,
-    plain,
 )
+from tests.sdk.wire import plain
 
 
 class Engine:

@@ -23,7 +23,6 @@ from tests.sdk.rehearsal_state import (
     DYNAMIC_PREFIX,
     REPLACE,
     SAME,
-    UNKNOWN,
     UPDATE,
     Provider,
     Registration,
@@ -34,6 +33,7 @@ from tests.sdk.rehearsal_state import (
     command_diff,
     has_unknown,
 )
+from tests.sdk.wire import UNKNOWN
 
 
 class NotApplied:

@@ -10,11 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-SIG = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
-RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
-OUTPUT_SIG = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+from tests.sdk.wire import UNKNOWN
 
 # `pulumi up --parallel` default (pkg/cmd/pulumi/operations/up.go defaultParallel: GOMAXPROCS * 4)
 PARALLEL = 4 * (os.cpu_count() or 1)
@@ -27,23 +23,6 @@ SAME, CREATE, UPDATE, REPLACE, SKIP = "same", "create", "update", "replace", "sk
 
 
 # -- values ---------------------------------------------------------------------------------------
-
-
-def plain(value: Any) -> Any:
-    """Wire value -> plain value: secrets unwrapped, resource references as their URN, output
-    values as their value (unknown if they have none), unknowns kept as the UNKNOWN sentinel."""
-    if isinstance(value, dict):
-        sig = value.get(SIG)
-        if sig == SECRET_SIG:
-            return plain(value.get("value"))
-        if sig == RESOURCE_SIG:
-            return value.get("id") or value.get("urn")
-        if sig == OUTPUT_SIG:
-            return plain(value["value"]) if "value" in value else UNKNOWN
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
 
 
 def has_unknown(value: Any) -> bool:

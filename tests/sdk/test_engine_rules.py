@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.configs import set_path, stack_raw
-from tests.sdk.wire import connection, revealed
+from tests.sdk.wire import connection, plain
 from tools.synth import REPO, Resource, Synthesis, synthesize
 
 LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
@@ -200,8 +200,8 @@ def test_changing_the_readiness_deadline_reruns_only_the_readiness_gates() -> No
     changed = {
         r.name
         for r, s in zip(before.resources, after.resources, strict=True)
-        if json.dumps(revealed(r.wire_inputs), sort_keys=True)
-        != json.dumps(revealed(s.wire_inputs), sort_keys=True)
+        if json.dumps(plain(r.wire_inputs), sort_keys=True)
+        != json.dumps(plain(s.wire_inputs), sort_keys=True)
     }
     assert changed == {"dev-cloud-ready", "virtual-smoker-device-ready"}
 

@@ -15,16 +15,8 @@ from pulumi_command import remote
 from config import PROJECT
 from tests.sdk.rehearsal import Engine
 from tests.sdk.rehearsal_providers import NotApplied, Overrides, RemoteCommand, provider_map
-from tests.sdk.rehearsal_state import (
-    CREATE,
-    REPLACE,
-    SAME,
-    UNKNOWN,
-    UPDATE,
-    State,
-    command_diff,
-    plain,
-)
+from tests.sdk.rehearsal_state import CREATE, REPLACE, SAME, UPDATE, State, command_diff
+from tests.sdk.wire import UNKNOWN, plain
 from tools.synth import stack_file_config
 
 CONN = {"host": "192.0.2.10", "user": "root", "privateKey": "k", "port": 22.0}

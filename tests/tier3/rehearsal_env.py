@@ -52,7 +52,6 @@ from tests.sdk.rehearsal_providers import (
 from tests.sdk.rehearsal_state import (
     CREATE,
     REPLACE,
-    UNKNOWN,
     Provider,
     Registration,
     ResourceState,
@@ -61,6 +60,7 @@ from tests.sdk.rehearsal_state import (
     StepFailedError,
     StepRecord,
 )
+from tests.sdk.wire import UNKNOWN
 from tests.tier3.baseline_env import docker_versions
 from tests.tier3.release_env import N, Releases, release_config
 from tools.synth import SYNTH_HOST_KEY
