@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/python -m tools.schema --check
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/yamllint --strict -d '{extends: default, rules: {line-length: {max: 140}, document-start: disable, comments: {min-spaces-from-content: 1}}}' Pulumi.yaml Pulumi.dev.yaml Pulumi.prod.yaml
+	$(BIN)/yamllint --strict -d '{extends: default, rules: {line-length: {max: 140}, document-start: disable, comments: {min-spaces-from-content: 1}}}' Pulumi.yaml Pulumi.host.yaml Pulumi.dev.yaml Pulumi.prod.yaml
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/static tests/sdk testbed/tests

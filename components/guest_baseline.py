@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import pulumi
 
 from components.guest_common import GuestAccess, step_commands
-from config import GuestSpec, StackConfig
+from config import CommonConfig, GuestSpec
 from rendering.baseline import baseline_plan
 
 
 @dataclass(frozen=True)
 class GuestBaselineArgs:
-    config: StackConfig
+    config: CommonConfig
     spec: GuestSpec
     access: GuestAccess
 

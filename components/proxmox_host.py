@@ -1,8 +1,12 @@
-"""The Proxmox host: the explicit provider, and in the owner stack the host-wide objects."""
+"""The Proxmox host: the explicit provider and the host-wide objects (template, cloud image,
+vendor-data snippet, VM template, pool, guest NAT): created by the host stack, read by dev and prod
+from the host stack's outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_proxmoxve as proxmoxve
@@ -12,6 +16,7 @@ from config import (
     VENDOR_DATA_FILE_NAME,
     Download,
     HostShared,
+    HostStackRef,
     NetworkSettings,
     ProxmoxSettings,
     Secret,
@@ -26,48 +31,71 @@ TEMPLATE_MEMORY_MB = 1024
 TEMPLATE_DISK_GB = 8
 
 
+# `pulumi state move` puts a moved resource whose parent stays behind at the stack root: the
+# host-wide objects moved from the dev stack (docs/operations.md) are found under this alias.
+MOVED_FROM_DEV = pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)
+# The host stack's output that dev and prod read, and its keys.
+SHARED_OUTPUT = "hostShared"
+SHARED_KEYS = ("lxcTemplateFileId", "vendorDataFileId", "vmTemplateId", "pool", "vmDatastore")
+
+
 @dataclass(frozen=True)
 class ProxmoxHostArgs:
     proxmox: ProxmoxSettings
     network: NetworkSettings
-    host_shared: HostShared
     secrets: Secrets
+    host_shared: HostShared | None = None  # the host stack creates the objects
+    host_stack: HostStackRef | None = None  # dev and prod read them from the host stack
 
 
 class ProxmoxHost(pulumi.ComponentResource):
-    """Provider plus template, cloud image, VM template, pool and NAT (owner stack only)."""
+    """The explicit provider and the host-wide objects: created (host stack), read (dev, prod)."""
 
     provider: proxmoxve.Provider
     lxc_template_file_id: pulumi.Output[str]
     vendor_data_file_id: pulumi.Output[str]
     vm_template_id: pulumi.Output[int]
     pool_id: pulumi.Output[str]
-    vm_datastore: str
+    vm_datastore: pulumi.Output[str]
     guest_dependencies: list[pulumi.Resource]
+    node_ca: pulumi.Output[str] | None = None  # the node's CA certificate (host stack)
 
     def __init__(
         self, name: str, args: ProxmoxHostArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("smoker:proxmox:ProxmoxHost", name, None, opts)
-        shared = args.host_shared
         self.provider = self._explicit_provider(name, args)
-        self.vm_datastore = shared.vm_datastore
         self.guest_dependencies = []
-        if shared.owner:
-            self._create_shared_objects(name, args)
+        if args.host_shared is not None:
+            self._create_shared_objects(name, args, args.host_shared)
         else:
-            self.lxc_template_file_id = pulumi.Output.from_input(shared.lxc_template_file_id)
-            self.vendor_data_file_id = pulumi.Output.from_input(shared.vendor_data_file_id)
-            self.vm_template_id = pulumi.Output.from_input(shared.vm_template_id)
-            self.pool_id = pulumi.Output.from_input(shared.pool)
-        self.register_outputs(
-            {
-                "lxcTemplateFileId": self.lxc_template_file_id,
-                "vendorDataFileId": self.vendor_data_file_id,
-                "vmTemplateId": self.vm_template_id,
-                "poolId": self.pool_id,
-            }
+            assert args.host_stack is not None
+            self._read_shared_objects(name, args.host_stack)
+        self.register_outputs({"shared": self.shared})
+
+    @property
+    def shared(self) -> pulumi.Output[dict[str, object]]:
+        """The IDs of the host-wide objects (the host stack's `hostShared` output)."""
+        values = (
+            self.lxc_template_file_id,
+            self.vendor_data_file_id,
+            self.vm_template_id,
+            self.pool_id,
+            self.vm_datastore,
         )
+        return pulumi.Output.all(*values).apply(lambda v: dict(zip(SHARED_KEYS, v, strict=True)))
+
+    def _read_shared_objects(self, name: str, ref: HostStackRef) -> None:
+        host = pulumi.StackReference(
+            f"{name}-host-stack", stack_name=ref.name, opts=pulumi.ResourceOptions(parent=self)
+        )
+        shared = host.outputs.apply(lambda outputs: shared_ids(outputs, ref.name))
+        self.lxc_template_file_id = shared.apply(lambda s: str(s["lxcTemplateFileId"]))
+        self.vendor_data_file_id = shared.apply(lambda s: str(s["vendorDataFileId"]))
+        # a stack output crosses the engine as a protobuf Struct: numbers arrive as floats
+        self.vm_template_id = shared.apply(lambda s: int(s["vmTemplateId"]))
+        self.pool_id = shared.apply(lambda s: str(s["pool"]))
+        self.vm_datastore = shared.apply(lambda s: str(s["vmDatastore"]))
 
     def _explicit_provider(self, name: str, args: ProxmoxHostArgs) -> proxmoxve.Provider:
         px, secrets = args.proxmox, args.secrets
@@ -93,17 +121,22 @@ class ProxmoxHost(pulumi.ComponentResource):
             username=px.username if use_password else None,
             password=_secret(secrets.proxmox_password) if use_password else None,
             api_token=None if use_password else _secret(secrets.proxmox_api_token),
-            opts=pulumi.ResourceOptions(parent=self),
+            # At the stack root, where `pulumi state move` puts a provider's copy (the host
+            # stack's migration); the alias is where it was before, under this component.
+            opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(parent=self)]),
         )
 
-    def _create_shared_objects(self, name: str, args: ProxmoxHostArgs) -> None:
-        px, shared = args.proxmox, args.host_shared
-        assert shared.lxc_template and shared.cloud_image
+    def _create_shared_objects(self, name: str, args: ProxmoxHostArgs, shared: HostShared) -> None:
+        px = args.proxmox
         # Host-wide objects outlive any one stack's guests: never deleted by accident. Each has a
         # pinned identity (pool ID, file name, VMID 9000): a replacement created before the old one
         # is deleted would collide with it (or be deleted by the old one's delete).
         opts = pulumi.ResourceOptions(
-            parent=self, provider=self.provider, protect=True, delete_before_replace=True
+            parent=self,
+            provider=self.provider,
+            protect=True,
+            delete_before_replace=True,
+            aliases=[MOVED_FROM_DEV],
         )
 
         pool = proxmoxve.PoolLegacy(
@@ -126,7 +159,10 @@ class ProxmoxHost(pulumi.ComponentResource):
             source_raw=proxmoxve.FileLegacySourceRawArgs(
                 data=render.vendor_data(), file_name=VENDOR_DATA_FILE_NAME
             ),
-            opts=opts,
+            # The device VM boots with it: it stays if the host stack is ever destroyed. Kept,
+            # a replacement's delete is skipped too; its create overwrites the file (the
+            # provider's `overwrite` defaults to true; unset, as in states migrated from dev).
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         template = proxmoxve.VmLegacy(
             f"{name}-vm-template",
@@ -167,22 +203,25 @@ class ProxmoxHost(pulumi.ComponentResource):
             opts=opts,
         )
         self.guest_dependencies = [pool, lxc_template, template]
+        node = self._node_access(name, args)
         if shared.nat:
-            self.guest_dependencies.append(self._nat(name, args))
+            self.guest_dependencies.append(self._nat(name, args, node))
 
         self.lxc_template_file_id = lxc_template.id
         self.vendor_data_file_id = vendor_data.id
         self.vm_template_id = template.vm_id.apply(lambda v: int(v) if v is not None else 0)
         self.pool_id = pool.pool_id
+        self.vm_datastore = pulumi.Output.from_input(shared.vm_datastore)
+        self.node_ca = self._node_ca(name, node)
 
-    def _nat(self, name: str, args: ProxmoxHostArgs) -> remote.Command:
-        """NAT on the node, over SSH that pins the node's host key.
+    def _node_access(self, name: str, args: ProxmoxHostArgs) -> NodeAccess:
+        """SSH to the node that pins its host key.
 
         The configured `proxmox.sshHostKey` is pinned from the first connection; without it the
         key the node presents to a first read-only command is recorded (trust on first use, as
-        for the guests) and pinned for the NAT step.
+        for the guests) and pinned for every later command.
         """
-        px, cidr = args.proxmox, args.network.cidr
+        px = args.proxmox
         key = args.secrets.proxmox_ssh_private_key
         assert key is not None
 
@@ -195,29 +234,64 @@ class ProxmoxHost(pulumi.ComponentResource):
                 host_key=host_key,
             )
 
-        host_key: pulumi.Input[str]
-        depends_on: list[pulumi.Resource] = []
         if px.ssh_host_key:
-            host_key = px.ssh_host_key
-        else:
-            seen = remote.Command(
-                f"{name}-node-host-key",
-                connection=connection(None),
-                create=f"cat {HOST_KEY_FILE}",
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            host_key = seen.stdout.apply(host_key_of)
-            depends_on = [seen]
+            return NodeAccess(connection(px.ssh_host_key), [])
+        seen = remote.Command(
+            f"{name}-node-host-key",
+            connection=connection(None),
+            create=f"cat {HOST_KEY_FILE}",
+            opts=pulumi.ResourceOptions(parent=self, aliases=[MOVED_FROM_DEV]),
+        )
+        return NodeAccess(connection(seen.stdout.apply(host_key_of)), [seen])
+
+    def _nat(self, name: str, args: ProxmoxHostArgs, node: NodeAccess) -> remote.Command:
+        """Masquerade the guest network out through the node."""
         return remote.Command(
             f"{name}-guest-nat",
-            connection=connection(host_key),
-            create=render.nat_apply_script(cidr),
+            connection=node.connection,
+            create=render.nat_apply_script(args.network),
             delete=render.nat_remove_script(),
             # its delete removes the NAT the replacement's create just converged
             opts=pulumi.ResourceOptions(
-                parent=self, protect=True, delete_before_replace=True, depends_on=depends_on
+                parent=self,
+                protect=True,
+                delete_before_replace=True,
+                retain_on_delete=True,  # without NAT every guest loses its way out
+                depends_on=node.after,
+                aliases=[MOVED_FROM_DEV],
             ),
         )
+
+    def _node_ca(self, name: str, node: NodeAccess) -> pulumi.Output[str]:
+        """The node's CA certificate, which signs its API certificate (the runner trusts it)."""
+        read = remote.Command(
+            f"{name}-node-ca",
+            connection=node.connection,
+            create=f"cat {render.NODE_CA_FILE}",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=node.after),
+        )
+        return read.stdout.apply(render.ca_certificate_of)
+
+
+def shared_ids(outputs: Mapping[str, Any], stack_name: str) -> dict[str, Any]:
+    """The host stack's `hostShared` output, or the error that says how to get it."""
+    shared = outputs.get(SHARED_OUTPUT)
+    missing = [k for k in SHARED_KEYS if not isinstance(shared, Mapping) or shared.get(k) is None]
+    if missing:
+        names = ", ".join(f"{SHARED_OUTPUT}.{k}" for k in missing)
+        raise pulumi.RunError(
+            f"the host stack '{stack_name}' has no output {names}: apply the host stack first "
+            "(`pulumi up --stack host`, docs/operations.md, 'First-time bootstrap'), or point "
+            "the hostStack setting at the stack that owns the host-wide Proxmox objects"
+        )
+    assert isinstance(shared, Mapping)
+    return dict(shared)
+
+
+@dataclass(frozen=True)
+class NodeAccess:
+    connection: remote.ConnectionArgs
+    after: list[pulumi.Resource]  # what a command on the node waits for (the host-key read)
 
 
 def _secret(value: Secret | None) -> pulumi.Output[str]:

@@ -18,14 +18,23 @@ from config.proxmox import (
     VMID_MIN,
     Download,
     HostShared,
+    HostStackRef,
     NetworkSettings,
     ProxmoxSettings,
 )
 from config.secrets import SECRET_KEYS, Secret, SecretKey, Secrets
-from config.stack import ENVIRONMENTS, StackConfig, StackFile
+from config.stack import (
+    APP_ENVIRONMENTS,
+    ENVIRONMENTS,
+    CommonConfig,
+    HostStackConfig,
+    StackConfig,
+    StackFile,
+)
 from config.tailscale import ServeMapping, TailnetSettings, TailscaleSettings
 
 __all__ = [
+    "APP_ENVIRONMENTS",
     "APP_IMAGES",
     "ENVIRONMENTS",
     "PROJECT",
@@ -36,6 +45,7 @@ __all__ = [
     "AppSettings",
     "BackupSettings",
     "BaselineSettings",
+    "CommonConfig",
     "ConfigError",
     "CrunSettings",
     "DeploySettings",
@@ -45,6 +55,8 @@ __all__ = [
     "GuestSpec",
     "HealthcheckSettings",
     "HostShared",
+    "HostStackConfig",
+    "HostStackRef",
     "Images",
     "LxcFeatures",
     "NetworkSettings",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from typing import Annotated, Any, cast
 
@@ -24,7 +24,7 @@ from config.errors import (
 )
 from config.fields import STACK_FILE
 from config.guests import GUEST_NAME, GuestSpec, check_unique
-from config.proxmox import HostShared, NetworkSettings, ProxmoxSettings
+from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
 from config.secrets import (
     SECRET_BY_NAME,
     Secrets,
@@ -35,7 +35,14 @@ from config.secrets import (
     read_secrets,
     required_secrets,
 )
-from config.stack import ENVIRONMENTS, Environment, StackConfig, StackFile
+from config.stack import (
+    APP_ENVIRONMENTS,
+    ENVIRONMENTS,
+    Environment,
+    HostStackConfig,
+    StackConfig,
+    StackFile,
+)
 
 SECTIONS = {(f.alias or name): name for name, f in StackFile.model_fields.items()}
 
@@ -70,8 +77,10 @@ def _namespace_typo(namespace: str) -> bool:
     )
 
 
-def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str) -> StackConfig:
-    """Build the StackConfig from `<project>:<key>` -> string values, or raise ConfigError."""
+def parse_config(
+    raw: Mapping[str, str], secret_keys: Iterable[str], stack: str
+) -> StackConfig | HostStackConfig:
+    """The stack's configuration from `<project>:<key>` -> string values, or a ConfigError."""
     problems: list[Problem] = []
     secret_full = set(secret_keys)
     secret_set = {k.split(":", 1)[1] for k in secret_full if k.startswith(f"{PROJECT}:")}
@@ -110,6 +119,10 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
             continue
         field = StackFile.model_fields[name]
         section = plain.get(alias)
+        misplaced = _misplaced(alias, section, environment)
+        if misplaced:
+            problems.append(misplaced)
+            continue
         if section is None:
             if field.is_required():
                 problems.append(problem(alias, REQUIRED, "is required", f"set the {alias} object"))
@@ -126,12 +139,22 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
 
     network: NetworkSettings | None = sections.get("network")
     host_shared: HostShared | None = sections.get("hostShared")
+    problems += _missing_for_environment(environment, plain)
     guests = _guests(plain.get("guests"), context, problems)
     for guest in guests:
         raw_guest = plain["guests"][guest.name]
         problems += guest.check(
             f"guests.{guest.name}", raw_guest, environment, network, host_shared
         )
+        if environment == "host" and guest.kind != "lxc":
+            problems.append(
+                problem(
+                    f"guests.{guest.name}.kind",
+                    guest.kind,
+                    "the host stack's guests are CI runner LXCs",
+                    "declare device VMs in the dev stack, and set kind: lxc here",
+                )
+            )
     problems += check_unique(guests)
     if network is not None:
         problems += network.check("network")
@@ -153,31 +176,70 @@ def parse_config(raw: Mapping[str, str], secret_keys: Iterable[str], stack: str)
         g.name for g in guests if g.lxc_features and (g.lxc_features.keyctl or g.lxc_features.tun)
     ]
     problems += check_proxmox_auth(secrets, keyctl, proxmox.username if proxmox else None, stack)
+    host = environment == "host"
     required = required_secrets(
-        owner=bool(host_shared and host_shared.owner),
+        host=host,
         tailscale=any(g.tailscale for g in guests),
-        cloud=any(g.kind == "lxc" for g in guests),
+        cloud=not host and any(g.kind == "lxc" for g in guests),
     )
     problems += check_required(secrets, required, stack)
 
     if problems:
         raise ConfigError(stack, problems)
     tailnet = sections["tailscale"].tailnet if sections.get("tailscale") else None
-    assert environment in ("dev", "prod") and proxmox and network and host_shared
-    return StackConfig.model_construct(
+    assert environment in ENVIRONMENTS and proxmox and network
+    common: dict[str, Any] = dict(
         stack=stack,
         environment=cast(Environment, environment),
         proxmox=proxmox,
         network=network,
-        host_shared=host_shared,
         guests=tuple(guests),
         ssh_authorized_keys=sections["sshAuthorizedKeys"],
         readiness_timeout_seconds=sections["readinessTimeoutSeconds"],
         baseline=sections["baseline"],
         tailnet=tailnet or "",
-        app=sections["app"],
         secrets=Secrets(**{attribute(key): value for key, value in secrets.items()}),
     )
+    if host:
+        assert host_shared is not None
+        return HostStackConfig.model_construct(**common, host_shared=host_shared)
+    return StackConfig.model_construct(
+        **common, host_stack=sections["hostStack"] or HostStackRef(), app=sections["app"]
+    )
+
+
+# stack-file sections of some stacks only: (stacks that need it, stacks that may have it, fix)
+_SECTION_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
+    "hostShared": (
+        ("host",),
+        ("host",),
+        "the host stack owns the host-wide objects now: remove hostShared from this stack "
+        "(moving existing objects: docs/operations.md, 'Migrating to the host stack')",
+    ),
+    "hostStack": ((), APP_ENVIRONMENTS, "remove it: the host stack reads no other stack"),
+    "app": (APP_ENVIRONMENTS, APP_ENVIRONMENTS, "remove it: the host stack runs no services"),
+}
+
+
+def _misplaced(alias: str, section: Any, environment: str) -> Problem | None:
+    rule = _SECTION_RULES.get(alias)
+    if rule is None or section is None or environment not in ENVIRONMENTS:
+        return None
+    _, allowed_in, fix = rule
+    if environment in allowed_in:
+        return None
+    return problem(alias, "{...}", f"is not a setting of the {environment} stack", fix)
+
+
+def _missing_for_environment(environment: str, plain: Mapping[str, Any]) -> Iterator[Problem]:
+    for alias, (needed_by, _, _) in _SECTION_RULES.items():
+        if environment in needed_by and plain.get(alias) is None:
+            yield problem(
+                alias,
+                REQUIRED,
+                f"is required in the {environment} stack",
+                f"set the {alias} object",
+            )
 
 
 def _environment(raw: Any, stack: str, problems: list[Problem]) -> str:
@@ -187,10 +249,10 @@ def _environment(raw: Any, stack: str, problems: list[Problem]) -> str:
     if raw is None:
         if stack in ENVIRONMENTS:
             return stack
-        problems.append(problem("environment", REQUIRED, "is required", fix + "   (or prod)"))
+        problems.append(problem("environment", REQUIRED, "is required", fix + "   (or host, prod)"))
         return ""
     if raw not in ENVIRONMENTS:
-        problems.append(problem("environment", raw, "must be 'dev' or 'prod'", fix))
+        problems.append(problem("environment", raw, "must be 'host', 'dev' or 'prod'", fix))
         return ""
     if stack in ENVIRONMENTS and raw != stack:
         problems.append(

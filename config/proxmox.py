@@ -1,6 +1,6 @@
 """The Proxmox node, the guest network and the host-wide objects.
 
-Stack-file keys `proxmox`, `network` and `hostShared`.
+Stack-file keys `proxmox`, `network`, `hostShared` (host stack) and `hostStack` (dev, prod).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
-from config.errors import REQUIRED, Problem, fail, problem
+from config.errors import PROJECT, REQUIRED, Problem, fail, problem
 from config.fields import (
     Address,
     Bool,
@@ -207,24 +207,18 @@ class Download(Model):
         return self
 
 
-FileId = Annotated[
-    Text,
-    pattern(
-        r"[A-Za-z][A-Za-z0-9_.-]*:(vztmpl|snippets|iso|import)/[^/\s]+",
-        "must be a Proxmox file ID like local:vztmpl/<file>",
-        "copy the ID from the owner stack's output (e.g. local:vztmpl/<file>)",
-    ),
-]
 Datastore = Annotated[
     Text, pattern(r"[A-Za-z][A-Za-z0-9_.-]*", "is not a datastore id", "use e.g. local")
+]
+StackPart = Annotated[
+    Text,
+    pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "is not a stack name part", "use e.g. organization"),
 ]
 
 
 class HostShared(Model):
-    """Host-wide Proxmox objects: created by the owner stack, referred to by ID elsewhere."""
+    """Host-wide Proxmox objects, created by the host stack (dev and prod read their IDs)."""
 
-    FIXES: ClassVar[dict[str, str]] = {"owner": "set hostShared.owner: true in exactly one stack"}
-    owner: Bool = Field(description="this stack creates the host-wide objects (exactly one stack)")
     pool: Annotated[
         Text,
         pattern(
@@ -240,95 +234,46 @@ class HostShared(Model):
         "ubuntu-2204-cloudinit", description="the VM template's name"
     )
     nat: Bool = Field(True, description="masquerade the guest network out through the node")
-    lxc_template: Download | None = Field(
-        None, description="owner only: the LXC template to download"
-    )
-    cloud_image: Download | None = Field(
-        None, description="owner only: the cloud image of the VM template (.qcow2, .raw or .vmdk)"
-    )
-    lxc_template_file_id_setting: FileId | None = Field(
-        None,
-        alias="lxcTemplateFileId",
-        description="non-owner only: the owner's LXC template file ID",
-        examples=["local:vztmpl/ubuntu-22.04-server-cloudimg-amd64-root.tar.xz"],
-    )
-    vendor_data_file_id_setting: FileId | None = Field(
-        None,
-        alias="vendorDataFileId",
-        description="non-owner only: the owner's vendor-data snippet file ID",
-        examples=[f"local:snippets/{VENDOR_DATA_FILE_NAME}"],
+    lxc_template: Download = Field(description="the LXC template the node downloads")
+    cloud_image: Download = Field(
+        description="the cloud image of the VM template (.qcow2, .raw or .vmdk)"
     )
 
     @property
     def lxc_template_file_id(self) -> str:
-        if self.owner:
-            name = self.lxc_template.file_name if self.lxc_template else ""
-            return f"{self.file_datastore}:vztmpl/{name}"
-        return self.lxc_template_file_id_setting or ""
+        return f"{self.file_datastore}:vztmpl/{self.lxc_template.file_name}"
 
     @property
     def vendor_data_file_id(self) -> str:
-        if self.owner:
-            return f"{self.file_datastore}:snippets/{VENDOR_DATA_FILE_NAME}"
-        return self.vendor_data_file_id_setting or ""
+        return f"{self.file_datastore}:snippets/{VENDOR_DATA_FILE_NAME}"
 
     def check(self, key: str) -> Iterator[Problem]:
-        ids = {
-            "lxcTemplateFileId": self.lxc_template_file_id_setting,
-            "vendorDataFileId": self.vendor_data_file_id_setting,
-        }
-        downloads = {"lxcTemplate": self.lxc_template, "cloudImage": self.cloud_image}
-        if not self.owner:
-            for name, download in downloads.items():
-                if download is not None:
-                    yield problem(
-                        f"{key}.{name}",
-                        "{...}",
-                        "is only for the owner stack (hostShared.owner: true)",
-                        f"remove it; refer to the owner's file with hostShared.{name}FileId",
-                    )
-            for name, value in ids.items():
-                if value is None:
-                    yield problem(
-                        f"{key}.{name}",
-                        REQUIRED,
-                        "is required",
-                        "copy the ID from the owner stack's output (e.g. local:vztmpl/<file>)",
-                    )
-            return
-        for name, value in ids.items():
-            if value is not None:
-                yield problem(
-                    f"{key}.{name}",
-                    value,
-                    "is only for the stack that does not own the host-wide objects",
-                    "remove it: the owner stack creates the file itself",
-                )
-        if self.lxc_template is None:
-            yield problem(
-                f"{key}.lxcTemplate",
-                REQUIRED,
-                "is required",
-                "set hostShared.lxcTemplate.url to the template tarball",
-            )
-        elif self.lxc_template.checksum is None:
+        if self.lxc_template.checksum is None:
             yield problem(
                 f"{key}.lxcTemplate.checksum",
                 REQUIRED,
                 "is required so the node verifies the template it downloads",
                 "copy the sha256 from the SHA256SUMS file published next to the template",
             )
-        if self.cloud_image is None:
-            yield problem(
-                f"{key}.cloudImage",
-                REQUIRED,
-                "is required",
-                "set hostShared.cloudImage.url to the cloud image",
-            )
-        elif not self.cloud_image.file_name.endswith((".qcow2", ".raw", ".vmdk")):
+        if not self.cloud_image.file_name.endswith((".qcow2", ".raw", ".vmdk")):
             yield problem(
                 f"{key}.cloudImage.fileName",
                 self.cloud_image.file_name,
                 "must end in .qcow2, .raw or .vmdk (Proxmox imports disks only by those names)",
                 "Ubuntu's .img cloud images are qcow2: name it <image>.qcow2",
             )
+
+
+class HostStackRef(Model):
+    """The host stack whose outputs dev and prod read through a `pulumi.StackReference`."""
+
+    organization: StackPart = Field(
+        "organization",
+        description="the backend's organization ('organization' on a self-managed backend)",
+    )
+    project: StackPart = Field(PROJECT, description="the project of the host stack")
+    stack: StackPart = Field("host", description="the host stack's name")
+
+    @property
+    def name(self) -> str:
+        return f"{self.organization}/{self.project}/{self.stack}"

@@ -39,6 +39,7 @@ class Secrets:
     mongo_app_password: Secret | None = None
     vapid_private_key: Secret | None = None
     backup_webhook_url: Secret | None = None
+    github_runner_token: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "tailscaleAuthKey",
         "Tailscale auth key (tagged, pre-authorised) that joins the guests to the tailnet",
         "pulumi config set --secret tailscaleAuthKey",
+    ),
+    SecretKey(
+        "githubRunnerToken",
+        "host stack: the runner's registration token, or a fine-grained personal access token "
+        "with 'Administration: read and write' on the repository (re-registers by itself)",
+        "pulumi config set --secret githubRunnerToken",
     ),
 )
 SECRET_BY_NAME = {s.key: s for s in SECRET_KEYS}
@@ -190,6 +197,11 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
         yield bad("must be a single line")
     if spec.key == "backupWebhookUrl" and not value.startswith("https://"):
         yield bad("must be an https:// URL")
+    if spec.key == "githubRunnerToken" and not re.fullmatch(r"[A-Za-z0-9_]{20,255}", value):
+        yield bad(
+            "is not a GitHub registration token or personal access token (letters, digits, _)",
+            f"copy it again without spaces or quotes and run `{spec.command(stack)}`",
+        )
     if spec.key == "proxmoxApiToken" and not re.fullmatch(r"[^@\s]+@[^!\s]+![^=\s]+=\S+", value):
         yield bad(
             "must look like user@realm!tokenid=uuid",
@@ -197,10 +209,10 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
         )
 
 
-def required_secrets(*, owner: bool, tailscale: bool, cloud: bool) -> list[str]:
+def required_secrets(*, host: bool, tailscale: bool, cloud: bool) -> list[str]:
     required = ["guestSshPrivateKey"]
-    if owner:
-        required.append("proxmoxSshPrivateKey")
+    if host:
+        required += ["proxmoxSshPrivateKey", "githubRunnerToken"]
     if tailscale:
         required.append("tailscaleAuthKey")
     if cloud:

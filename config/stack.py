@@ -11,12 +11,13 @@ from config.app import AppSettings
 from config.baseline import BaselineSettings
 from config.fields import AuthorizedKeys, Int, Model, Text, one_of, ranged
 from config.guests import GuestSpec
-from config.proxmox import HostShared, NetworkSettings, ProxmoxSettings
+from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
 from config.secrets import Secrets
 from config.tailscale import TailnetSettings
 
-ENVIRONMENTS = ("dev", "prod")
-Environment = Literal["dev", "prod"]
+ENVIRONMENTS = ("host", "dev", "prod")
+APP_ENVIRONMENTS = ("dev", "prod")  # the stacks that run the services
+Environment = Literal["host", "dev", "prod"]
 
 
 class StackFile(Model):
@@ -24,11 +25,18 @@ class StackFile(Model):
     (secrets, set with `pulumi config set --secret`, are listed apart)."""
 
     environment: Annotated[Text, one_of(*ENVIRONMENTS)] | None = Field(
-        None, description="dev or prod; must be the stack's name (default: the stack's name)"
+        None, description="host, dev or prod; must be the stack's name (default: the stack's name)"
     )
     proxmox: ProxmoxSettings = Field(description="the Proxmox VE API and node")
     network: NetworkSettings = Field(description="the guest network")
-    host_shared: HostShared = Field(description="host-wide Proxmox objects")
+    host_shared: HostShared | None = Field(
+        None, description="host stack only: the host-wide Proxmox objects it creates"
+    )
+    host_stack: HostStackRef | None = Field(
+        None,
+        description="dev and prod: the host stack whose outputs they read "
+        "(default organization/smoker-infra/host)",
+    )
     guests: dict[str, GuestSpec] = Field(description="the stack's guests, by name")
     ssh_authorized_keys: AuthorizedKeys = Field(
         (), description="public keys that may log in to the guests (at least one)"
@@ -38,11 +46,11 @@ class StackFile(Model):
     )
     baseline: BaselineSettings = Field(description="what every guest gets")
     tailscale: TailnetSettings | None = Field(None, description="the tailnet")
-    app: AppSettings = Field(description="the services")
+    app: AppSettings | None = Field(None, description="dev and prod: the services")
 
 
-class StackConfig(Model):
-    """The validated configuration of one stack (built by `parse_config`)."""
+class CommonConfig(Model):
+    """What every stack's validated configuration has (built by `parse_config`)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -50,14 +58,25 @@ class StackConfig(Model):
     environment: Environment
     proxmox: ProxmoxSettings
     network: NetworkSettings
-    host_shared: HostShared
     guests: tuple[GuestSpec, ...]
     ssh_authorized_keys: tuple[str, ...]
     readiness_timeout_seconds: int
     baseline: BaselineSettings
     tailnet: str
-    app: AppSettings
     secrets: Secrets = Field(repr=False)
 
     def guest(self, name: str) -> GuestSpec:
         return next(g for g in self.guests if g.name == name)
+
+
+class StackConfig(CommonConfig):
+    """dev or prod: guests that run the services, on host-wide objects read from the host stack."""
+
+    host_stack: HostStackRef
+    app: AppSettings
+
+
+class HostStackConfig(CommonConfig):
+    """host: the host-wide Proxmox objects and the self-hosted CI runner guest."""
+
+    host_shared: HostShared

@@ -29,6 +29,8 @@ def placeholder_secret(key: str) -> str:
         return f"{begin}\nsynth-placeholder-{key}\n{end}\n"
     if key == "proxmoxApiToken":
         return "synth@pve!placeholder=00000000-0000-0000-0000-000000000000"
+    if key == "githubRunnerToken":
+        return "synth_placeholder_githubRunnerToken"
     if key.endswith("Url"):
         return "https://synth-placeholder.invalid/hook"
     return f"synth-placeholder-{key}"

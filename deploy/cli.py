@@ -63,13 +63,15 @@ def known_host_key(host: str, path: Path | None = None) -> str:
 
 def guest_site(args: argparse.Namespace) -> GuestSite:
     """The guest's connection, project and policy from the stack file and the flags."""
-    from config import ConfigError, parse_config  # no Pulumi: the config package alone
+    from config import ConfigError, StackConfig, parse_config  # no Pulumi: the config alone
 
     values, secret_keys = stack_file_config(args.stack, Path(args.stack_dir))
     try:
         cfg = parse_config(values, secret_keys, args.stack)
     except ConfigError as exc:
         raise UsageError(f"Pulumi.{args.stack}.yaml: {exc}") from None
+    if not isinstance(cfg, StackConfig):
+        raise UsageError(f"stack {args.stack} runs no services: deploy to dev or prod")
     names = [g.name for g in cfg.guests]
     if args.guest not in names:
         raise UsageError(f"--guest {args.guest}: stack {args.stack} has {', '.join(names)}")

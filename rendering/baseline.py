@@ -10,7 +10,7 @@ import json
 import shlex
 from dataclasses import replace
 
-from config import BaselineSettings, GuestSpec, StackConfig
+from config import APP_ENVIRONMENTS, BaselineSettings, CommonConfig, GuestSpec
 from layout import LOG_DIR, SECRETS_DIR
 from rendering.plan import APT_GET, APT_PROLOGUE, Step, file_step, install_file, script
 
@@ -69,7 +69,7 @@ Subsystem sftp /usr/lib/openssh/sftp-server
 """
 
 
-def authorized_keys(cfg: StackConfig) -> str:
+def authorized_keys(cfg: CommonConfig) -> str:
     return "# Managed by smoker-infra (sshAuthorizedKeys)\n" + "".join(
         f"{key}\n" for key in cfg.ssh_authorized_keys
     )
@@ -163,10 +163,11 @@ def daemon_json(settings: BaselineSettings) -> str:
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
-def logrotate_config(settings: BaselineSettings) -> str:
+def logrotate_config(settings: BaselineSettings, app: bool = True) -> str:
+    paths = f"{LOG_DIR}/*.log" + (f" {settings.app_dir}/logs/*.log" if app else "")
     return f"""\
 # Managed by smoker-infra: application logs (the deployment ledger, *.jsonl, is never rotated).
-{LOG_DIR}/*.log {settings.app_dir}/logs/*.log {{
+{paths} {{
     daily
     rotate {settings.logrotate_days}
     compress
@@ -226,28 +227,35 @@ def timezone_step(zone: str) -> Step:
     )
 
 
-def users_step(guest: GuestSpec, settings: BaselineSettings) -> Step:
-    """App user, SSH group and members, app directory layout and the log directory."""
+def users_step(guest: GuestSpec, settings: BaselineSettings, app: bool = True) -> Step:
+    """SSH group and members, the log directory, and where the guest runs the services (`app`)
+    the app user and the app directory layout."""
     user, app_dir = settings.app_user, settings.app_dir
     shell = "/bin/bash" if guest.kind == "vm" and user == guest.ssh_user else "/usr/sbin/nologin"
     lines = [
         "changed=''",
         f"getent group {SSH_GROUP} >/dev/null || {{ groupadd --system {SSH_GROUP}; "
         f'changed="$changed group:{SSH_GROUP}"; }}',
-        f"id -u {user} >/dev/null 2>&1 || {{ useradd --create-home --shell {shell} {user}; "
-        f'changed="$changed user:{user}"; }}',
     ]
+    if app:
+        lines.append(
+            f"id -u {user} >/dev/null 2>&1 || {{ useradd --create-home --shell {shell} {user}; "
+            f'changed="$changed user:{user}"; }}'
+        )
     for member in ssh_members(guest):
         lines.append(
             f"id -nG {member} | tr ' ' '\\n' | grep -qx {SSH_GROUP} || "
             f'{{ usermod -aG {SSH_GROUP} {member}; changed="$changed member:{member}"; }}'
         )
-    directories = [
+    app_directories = [
         (app_dir, "root", user, "0750"),
         (f"{app_dir}/releases", "root", user, "0750"),
         (f"{app_dir}/backups", "root", "root", "0700"),
         (f"{app_dir}/data", "root", user, "0750"),
         (f"{app_dir}/logs", user, user, "0750"),
+    ]
+    directories = [
+        *(app_directories if app else []),
         (LOG_DIR, "root", "root", "0750"),
         ("/etc/smart-smoker", "root", "root", "0750"),
     ]
@@ -264,7 +272,7 @@ def users_step(guest: GuestSpec, settings: BaselineSettings) -> Step:
     return Step("users", script(*lines))
 
 
-def authorized_keys_steps(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+def authorized_keys_steps(cfg: CommonConfig, guest: GuestSpec) -> list[Step]:
     keys = authorized_keys(cfg)
     steps = [file_step("authorized-keys-root", "/root/.ssh/authorized_keys", keys, mode="0600")]
     if guest.ssh_user != "root":
@@ -407,11 +415,11 @@ def docker_config_step(settings: BaselineSettings) -> Step:
     )
 
 
-def logrotate_step(settings: BaselineSettings) -> Step:
+def logrotate_step(settings: BaselineSettings, app: bool = True) -> Step:
     return file_step(
         "logrotate",
         "/etc/logrotate.d/smart-smoker",
-        logrotate_config(settings),
+        logrotate_config(settings, app),
         validate='logrotate -d "$new" >/dev/null 2>&1',
     )
 
@@ -450,9 +458,10 @@ def arm_emulation_step() -> Step:
     )
 
 
-def baseline_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+def baseline_plan(cfg: CommonConfig, guest: GuestSpec) -> list[Step]:
     """Every step that converges `guest` to the baseline, in order."""
     settings = cfg.baseline
+    app = cfg.environment in APP_ENVIRONMENTS  # the guest runs the services
     packages = BASE_PACKAGES + (DEVICE_PACKAGES if guest.kind == "vm" else ())
     steps: list[Step] = []
     if guest.kind == "lxc":
@@ -464,14 +473,14 @@ def baseline_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
     steps += [
         packages_step(packages),
         timezone_step(settings.timezone),
-        users_step(guest, settings),
+        users_step(guest, settings, app),
         *authorized_keys_steps(cfg, guest),
         sshd_step(),
         firewall_step(guest),
         fail2ban_step(settings),
         docker_engine_step(settings),
         docker_config_step(settings),
-        logrotate_step(settings),
+        logrotate_step(settings, app),
     ]
     if guest.kind == "vm":
         if guest.swap_mb:

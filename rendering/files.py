@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config import GuestSpec, StackConfig
+from config import CommonConfig, GuestSpec, HostStackConfig, StackConfig
 from rendering import app, backup, proxmox_host
 from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
@@ -10,7 +10,7 @@ from rendering.plan import Step
 from rendering.tailscale import tailscale_plan
 
 
-def guest_plan(cfg: StackConfig, guest: GuestSpec, auth_key: str = "") -> list[Step]:
+def guest_plan(cfg: CommonConfig, guest: GuestSpec, auth_key: str = "") -> list[Step]:
     """The whole apply plan of a guest: baseline, then Tailscale."""
     return baseline_plan(cfg, guest) + tailscale_plan(guest, auth_key)
 
@@ -36,21 +36,23 @@ def app_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
     return app_files_plan(cfg, guest, SYNTH_SECRETS)
 
 
-def host_files(cfg: StackConfig) -> dict[str, str]:
+def host_files(cfg: CommonConfig) -> dict[str, str]:
     files: dict[str, str] = {}
-    if cfg.host_shared.owner:
-        cidr = cfg.network.cidr
-        files["proxmox-node/nat-apply.sh"] = proxmox_host.nat_apply_script(cidr)
+    if isinstance(cfg, HostStackConfig):
+        files["proxmox-node/nat-apply.sh"] = proxmox_host.nat_apply_script(cfg.network)
         files["proxmox-node/nat-remove.sh"] = proxmox_host.nat_remove_script()
-        files[f"proxmox-node/{proxmox_host.NAT_UNIT_NAME}"] = proxmox_host.nat_unit(cidr)
+        files[f"proxmox-node/{proxmox_host.NAT_UNIT_NAME}"] = proxmox_host.nat_unit(cfg.network)
         files["proxmox-node/sysctl-nat.conf"] = proxmox_host.nat_sysctl()
         files["proxmox-node/vendor-data.yaml"] = proxmox_host.vendor_data()
     for guest in cfg.guests:
-        steps = guest_plan(cfg, guest) + app_plan(cfg, guest)
+        steps = guest_plan(cfg, guest)
+        if isinstance(cfg, StackConfig):
+            steps += app_plan(cfg, guest)
         for number, step in enumerate(steps, start=1):
             files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script
             for path, content in step.files.items():
                 files[f"{guest.name}/files{path}"] = content
-        # The release the Release resource stages (tags here; pinned to digests on the guest).
-        files[f"{guest.name}/release/compose.yaml"] = app.compose_file(cfg, guest)
+        if isinstance(cfg, StackConfig):
+            # The release the Release resource stages (tags here; pinned to digests on the guest).
+            files[f"{guest.name}/release/compose.yaml"] = app.compose_file(cfg, guest)
     return files

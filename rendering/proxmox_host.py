@@ -1,13 +1,21 @@
-"""Files the Proxmox node itself receives: guest-network NAT and the VM vendor data."""
+"""What the Proxmox node itself receives (guest-network NAT, the VM vendor data) and gives (its
+CA certificate)."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
+
+from config import NetworkSettings
 
 NAT_UNIT_NAME = "smart-smoker-nat.service"
 NAT_SYSCTL_PATH = "/etc/sysctl.d/90-smart-smoker-nat.conf"
 NAT_UNIT_PATH = f"/etc/systemd/system/{NAT_UNIT_NAME}"
+NODE_CA_FILE = "/etc/pve/pve-root-ca.pem"  # signs the node's API certificate
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n"
+)
 
 
 def nat_rule(cidr: ipaddress.IPv4Network) -> str:
@@ -22,9 +30,12 @@ def nat_sysctl() -> str:
     )
 
 
-def nat_unit(cidr: ipaddress.IPv4Network) -> str:
-    """A oneshot unit that adds the masquerade rule at boot, once (iptables -C guards it)."""
+def nat_unit(network: NetworkSettings) -> str:
+    """A oneshot unit that, at boot, gives the bridge the gateway address when it lacks it and
+    adds the masquerade rule once (iptables -C guards it)."""
+    cidr = network.cidr
     rule = nat_rule(cidr)
+    gateway = f"{network.gateway}/{cidr.prefixlen}"
     return f"""\
 # Managed by smoker-infra: NAT for the Smart Smoker guest network {cidr}.
 [Unit]
@@ -35,6 +46,8 @@ Wants=network-online.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+ExecStartPre=/bin/sh -c 'ip -4 -o addr show dev {network.bridge} | grep -qF " {gateway} " || \\
+  ip addr add {gateway} dev {network.bridge}'
 ExecStart=/bin/sh -c 'iptables -t nat -C {rule} 2>/dev/null || iptables -t nat -A {rule}'
 ExecStop=/bin/sh -c 'while iptables -t nat -C {rule} 2>/dev/null; do \\
   iptables -t nat -D {rule}; done'
@@ -44,7 +57,7 @@ WantedBy=multi-user.target
 """
 
 
-def nat_apply_script(cidr: ipaddress.IPv4Network) -> str:
+def nat_apply_script(network: NetworkSettings) -> str:
     """Converge NAT on the node: sysctl file, unit file, enabled and started. Idempotent."""
     q = shlex.quote
     return f"""\
@@ -57,7 +70,7 @@ cat > {q(NAT_SYSCTL_PATH)}.new <<'SYSCTL'
 mv {q(NAT_SYSCTL_PATH)}.new {q(NAT_SYSCTL_PATH)}
 sysctl -q -p {q(NAT_SYSCTL_PATH)}
 cat > {q(NAT_UNIT_PATH)}.new <<'UNIT'
-{nat_unit(cidr)}UNIT
+{nat_unit(network)}UNIT
 if ! cmp -s {q(NAT_UNIT_PATH)}.new {q(NAT_UNIT_PATH)}; then
   if [ -f {q(NAT_UNIT_PATH)} ]; then systemctl stop {NAT_UNIT_NAME} || true; fi
   mv {q(NAT_UNIT_PATH)}.new {q(NAT_UNIT_PATH)}
@@ -99,3 +112,11 @@ packages:
 runcmd:
   - [systemctl, enable, --now, qemu-guest-agent]
 """
+
+
+def ca_certificate_of(stdout: str) -> str:
+    """The PEM certificate a `cat` of the node's CA file printed (refuses anything else)."""
+    text = (stdout or "").strip().replace("\r\n", "\n") + "\n"
+    if not _PEM_CERTIFICATE.fullmatch(text):
+        raise ValueError(f"{NODE_CA_FILE} on the node is not one PEM certificate")
+    return text

@@ -10,24 +10,26 @@ from components.cloud_guest import CloudGuest
 from components.device_guest import DeviceGuest
 from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
-from components.proxmox_host import ProxmoxHost, ProxmoxHostArgs
+from components.proxmox_host import SHARED_OUTPUT, ProxmoxHost, ProxmoxHostArgs
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from components.vzdump import VzdumpJob, VzdumpJobArgs
-from config import ConfigError, StackConfig, parse_config
+from config import CommonConfig, ConfigError, HostStackConfig, StackConfig, parse_config
 
 
-def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
+def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
     """Declare every resource of the stack; returns the guests by name."""
     # Explicit providers only: the project disables every default provider.
     command_provider = command.Provider("command")
     opts = pulumi.ResourceOptions(providers=[command_provider])
+    host_stack = isinstance(cfg, HostStackConfig)
     host = ProxmoxHost(
         "proxmox",
         ProxmoxHostArgs(
             proxmox=cfg.proxmox,
             network=cfg.network,
-            host_shared=cfg.host_shared,
             secrets=cfg.secrets,
+            host_shared=cfg.host_shared if isinstance(cfg, HostStackConfig) else None,
+            host_stack=cfg.host_stack if isinstance(cfg, StackConfig) else None,
         ),
         opts,
     )
@@ -52,7 +54,7 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
             GuestBaselineArgs(cfg, spec, guest.access),
             opts,
         )
-        app_after = baseline.done
+        configured = baseline.done
         if spec.tailscale is not None:
             assert cfg.secrets.tailscale_auth_key is not None
             tailscale = TailscaleNode(
@@ -66,30 +68,24 @@ def build(cfg: StackConfig) -> dict[str, CloudGuest | DeviceGuest]:
                 ),
                 opts,
             )
-            app_after = tailscale.done
+            configured = tailscale.done
             exports[spec.name]["tailscaleUrls"] = tailscale.urls
-        app = AppStack(
-            f"{spec.name}-app",
-            AppStackArgs(cfg, spec, guest.access, app_after),
-            opts,
-        )
-        exports[spec.name]["release"] = app.release.releaseId
-        exports[spec.name]["digests"] = app.release.digests
+        if isinstance(cfg, StackConfig):
+            app = AppStack(
+                f"{spec.name}-app",
+                AppStackArgs(cfg, spec, guest.access, configured),
+                opts,
+            )
+            exports[spec.name]["release"] = app.release.releaseId
+            exports[spec.name]["digests"] = app.release.digests
 
-    VzdumpJob(f"vzdump-{cfg.environment}", VzdumpJobArgs(cfg, host.provider), opts)
+    if isinstance(cfg, StackConfig):
+        VzdumpJob(f"vzdump-{cfg.environment}", VzdumpJobArgs(cfg, host.provider), opts)
 
     pulumi.export("environment", cfg.environment)
     pulumi.export("guests", exports)
-    if cfg.host_shared.owner:
-        pulumi.export(
-            "hostShared",
-            {
-                "lxcTemplateFileId": host.lxc_template_file_id,
-                "vendorDataFileId": host.vendor_data_file_id,
-                "vmTemplateId": host.vm_template_id,
-                "pool": host.pool_id,
-            },
-        )
+    if host_stack:
+        pulumi.export(SHARED_OUTPUT, host.shared)
     return guests
 
 
@@ -103,7 +99,7 @@ def runtime_config() -> tuple[dict[str, str], set[str]]:
     return values, secret_keys
 
 
-def load_stack_config() -> StackConfig:
+def load_stack_config() -> StackConfig | HostStackConfig:
     """The running program's stack configuration (raises ConfigError)."""
     values, secret_keys = runtime_config()
     return parse_config(values, secret_keys, pulumi.get_stack())

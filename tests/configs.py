@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from config import PROJECT, StackConfig, parse_config
+from config import PROJECT, HostStackConfig, StackConfig, parse_config
 from tools.synth import stack_file_config
 
 Raw = tuple[dict[str, str], set[str]]
@@ -47,4 +47,13 @@ def evolve(model: Any, **changes: Any) -> Any:
 
 
 def parse(raw: Raw, stack: str = "dev") -> StackConfig:
-    return parse_config(raw[0], raw[1], stack)
+    """A dev or prod stack's configuration."""
+    cfg = parse_config(raw[0], raw[1], stack)
+    assert isinstance(cfg, StackConfig)
+    return cfg
+
+
+def parse_host(raw: Raw) -> HostStackConfig:
+    cfg = parse_config(raw[0], raw[1], "host")
+    assert isinstance(cfg, HostStackConfig)
+    return cfg

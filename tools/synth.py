@@ -24,7 +24,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import wait_for_rpcs
 
-from config import PROJECT, StackConfig
+from config import PROJECT, CommonConfig, HostStackConfig, parse_config
 from config.stack_file import placeholder_secret, stack_file_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +32,11 @@ __all__ = ["placeholder_secret", "stack_file_config", "synthesize"]
 SECRET_MARKER = "[secret]"
 # What a guest's readiness check reports in synth (a real guest prints its own host key).
 SYNTH_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAISynthHostKeyPlaceholder00000000000000000"
+# What the node's CA read reports in synth (a real node prints /etc/pve/pve-root-ca.pem).
+SYNTH_NODE_CA = (
+    "-----BEGIN CERTIFICATE-----\nU3ludGhQdmVSb290Q2VydGlmaWNhdGVQbGFjZWhvbGRlcg==\n"
+    "-----END CERTIFICATE-----\n"
+)
 UNKNOWN_MARKER = "[unknown]"
 # Commands whose output ends with a host key (guest readiness, the node's key on first use).
 HOST_KEY_READERS = ("-ready", "-node-host-key")
@@ -86,6 +91,7 @@ class Resource:
     additional_secret_outputs: list[str] = field(default_factory=list)
     retain_on_delete: bool = False
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    read_id: str | None = None  # a resource the program reads (e.g. a stack reference)
     # The inputs exactly as the engine receives them (protobuf Struct: numbers are doubles,
     # secrets and unknowns in Pulumi's wire encoding). In memory only, never written out.
     wire_inputs: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -107,16 +113,47 @@ class Resource:
             "additionalSecretOutputs": self.additional_secret_outputs,
             "retainOnDelete": self.retain_on_delete,
             "customTimeouts": self.custom_timeouts,
+            "readId": self.read_id,
             "inputs": self.inputs,
         }
 
 
+def host_stack_outputs() -> dict[str, Any]:
+    """What the host stack exports, as its own synth would (dev and prod read it)."""
+    from components.proxmox_host import SHARED_OUTPUT
+
+    values, secret_keys = stack_file_config("host")
+    host = parse_config(values, secret_keys, "host")
+    assert isinstance(host, HostStackConfig)
+    shared = host.host_shared
+    return {
+        SHARED_OUTPUT: {
+            "lxcTemplateFileId": shared.lxc_template_file_id,
+            "vendorDataFileId": shared.vendor_data_file_id,
+            "vmTemplateId": shared.vm_template_id,
+            "pool": shared.pool,
+            "vmDatastore": shared.vm_datastore,
+        }
+    }
+
+
 class _Mocks(pulumi.runtime.Mocks):
-    """Echo inputs back as state, with the IDs real providers would return."""
+    """Echo inputs back as state, with the IDs real providers would return; a stack reference
+    reads `stack_outputs` (by default the host stack's)."""
+
+    def __init__(self, stack_outputs: dict[str, Any] | None = None) -> None:
+        self.stack_outputs = stack_outputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
         inputs = args.inputs
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = host_stack_outputs() if self.stack_outputs is None else self.stack_outputs
+            return args.resource_id or args.name, {
+                "name": inputs.get("name"),
+                "outputs": outputs,
+                "secretOutputNames": [],
+            }
         if args.typ.endswith("/fileLegacy:FileLegacy"):
             name = inputs.get("fileName") or inputs.get("sourceRaw", {}).get("fileName", args.name)
             return f"{inputs['datastoreId']}:{inputs['contentType']}/{name}", state
@@ -124,6 +161,8 @@ class _Mocks(pulumi.runtime.Mocks):
             return str(int(inputs["vmId"])), state
         if args.typ == "command:remote:Command" and args.name.endswith(HOST_KEY_READERS):
             state["stdout"] = f"{SYNTH_HOST_KEY} root@{args.name}\n"
+        if args.typ == "command:remote:Command" and args.name.endswith("-node-ca"):
+            state["stdout"] = SYNTH_NODE_CA
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
@@ -167,11 +206,31 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         return response
 
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().ReadResource(request)
+        self.recorded.append(
+            Resource(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent or None,
+                custom=True,
+                provider=request.provider or None,
+                protect=False,
+                ignore_changes=[],
+                depends_on=sorted(request.dependencies),
+                inputs=_mark(json_format.MessageToDict(request.properties)),
+                read_id=request.id,
+                wire_inputs=json_format.MessageToDict(request.properties),
+            )
+        )
+        return response
+
 
 @dataclass
 class Synthesis:
     stack: str
-    config: StackConfig
+    config: CommonConfig
     resources: list[Resource]
     outputs: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
@@ -189,8 +248,10 @@ def synthesize(
     stack: str,
     values: dict[str, str] | None = None,
     secret_keys: set[str] | None = None,
+    stack_outputs: dict[str, Any] | None = None,
 ) -> Synthesis:
-    """Evaluate the program for `stack` under mocks (a fresh Pulumi runtime every call)."""
+    """Evaluate the program for `stack` under mocks (a fresh Pulumi runtime every call); a stack
+    reference reads `stack_outputs` (default: what the host stack's synth exports)."""
     from rendering.files import host_files
     from stacks.platform import build, load_stack_config
 
@@ -201,7 +262,7 @@ def synthesize(
     asyncio.set_event_loop(loop)
     try:
         pulumi_settings.ROOT.set(None)
-        mocks = _Mocks()
+        mocks = _Mocks(stack_outputs)
         monitor = _RecordingMonitor(mocks)
         pulumi.runtime.set_mocks(
             mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
@@ -212,6 +273,10 @@ def synthesize(
         loop.run_until_complete(wait_for_rpcs())
         outputs = loop.run_until_complete(_resolve_outputs())
     finally:
+        # a failed program leaves its pending outputs and RPCs on this loop: drop them, as the
+        # SDK's own `pulumi.runtime.test` does before each test
+        pulumi_settings.SETTINGS.rpc_manager.clear()
+        pulumi_settings.SETTINGS.outputs.clear()
         pulumi_settings.ROOT.set(None)
         asyncio.set_event_loop(None)
         loop.close()

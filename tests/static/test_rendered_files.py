@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from config import parse_config
 from rendering import backup
 from rendering.files import host_files
 from tests.configs import parse, stack_raw
@@ -17,8 +18,8 @@ from tests.tools import tool
 
 FILES = {
     f"{stack}/{path}": text
-    for stack in ("dev", "prod")
-    for path, text in host_files(parse(stack_raw(stack), stack)).items()
+    for stack in ("host", "dev", "prod")
+    for path, text in host_files(parse_config(*stack_raw(stack), stack)).items()
 }
 
 
@@ -34,8 +35,16 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_guest_and_the_node_have_files() -> None:
-    assert "dev/proxmox-node/nat-apply.sh" in FILES and "dev/proxmox-node/vendor-data.yaml" in FILES
-    for guest in ("dev/dev-cloud", "dev/virtual-smoker-device", "prod/prod-cloud"):
+    assert (
+        "host/proxmox-node/nat-apply.sh" in FILES and "host/proxmox-node/vendor-data.yaml" in FILES
+    )
+    assert not [p for p in FILES if "/proxmox-node/" in p and not p.startswith("host/")]
+    for guest in (
+        "host/github-runner",
+        "dev/dev-cloud",
+        "dev/virtual-smoker-device",
+        "prod/prod-cloud",
+    ):
         assert f"{guest}/files/etc/ssh/sshd_config" in FILES
         assert any(p.startswith(f"{guest}/steps/") for p in FILES)
 

@@ -510,7 +510,7 @@ def test_a_fork_pr_gets_only_the_offline_synth_and_the_policy_check() -> None:
     assert "if" not in synth_job and synth_job["runs-on"] == GITHUB_HOSTED
     run = "\n".join(s.get("run", "") for s in synth_job["steps"])
     assert "for stack in host dev prod; do" in run
-    assert "python -m policy.check dev prod" in run
+    assert "python -m policy.check host dev prod" in run
     for job_id, job in workflow["jobs"].items():
         if self_hosted(job):
             assert job["if"] == SAME_REPO, job_id

@@ -280,7 +280,9 @@ class Rehearsal:
     def build(self) -> None:
         from stacks.platform import build
 
-        build(self.adapt(load_stack_config()))
+        cfg = load_stack_config()
+        assert isinstance(cfg, StackConfig)
+        build(self.adapt(cfg))
 
     def providers(self) -> Callable[[Registration], Provider]:
         command = RemoteCommand(ssh_runner)

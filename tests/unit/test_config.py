@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import ConfigError, Secret
-from tests.configs import Raw, parse, set_path, stack_raw
+from config import ConfigError, Secret, parse_config
+from tests.configs import Raw, parse, parse_host, set_path, stack_raw
 
+HOST = stack_raw("host")
 DEV = stack_raw("dev")
 PROD = stack_raw("prod")
 SECRET_TEXT = "hunter2-very-secret"
@@ -36,7 +38,6 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ("vmid-too-high", at(f"{GUEST}.vmid", 10**7), f"{GUEST}.vmid", "between 100 and 999999"),
     ("vmid-not-a-number", at(f"{GUEST}.vmid", "one-oh-four"), f"{GUEST}.vmid", "whole number"),
     ("vmid-duplicate", both_guests_on("vmid", 104), "vmid", "same VMID"),
-    ("vmid-is-template", at(f"{GUEST}.vmid", 9000), f"{GUEST}.vmid", "template's VMID"),
     ("ip-outside-network", at(f"{GUEST}.ipv4", "10.30.0.20/24"), f"{GUEST}.ipv4", "outside"),
     ("ip-duplicate", both_guests_on("ipv4", "10.20.0.20/24"), "ipv4", "same address"),
     ("ip-is-gateway", at(f"{GUEST}.ipv4", "10.20.0.1/24"), f"{GUEST}.ipv4", "gateway"),
@@ -136,25 +137,6 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
         "proxmoxApiToken",
         "user@realm!tokenid=uuid",
     ),
-    ("owner-missing-nat-key", at("proxmoxSshPrivateKey", None), "proxmoxSshPrivateKey", "--secret"),
-    (
-        "template-checksum-bad",
-        at("hostShared.lxcTemplate.checksum", "abc"),
-        "hostShared.lxcTemplate.checksum",
-        "sha256",
-    ),
-    (
-        "cloud-image-not-importable",
-        at("hostShared.cloudImage.fileName", "jammy.img"),
-        "hostShared.cloudImage.fileName",
-        ".qcow2",
-    ),
-    (
-        "owner-with-file-id",
-        at("hostShared.lxcTemplateFileId", "local:vztmpl/x.tar.xz"),
-        "hostShared.lxcTemplateFileId",
-        "remove it",
-    ),
     ("authorized-keys-empty", at("sshAuthorizedKeys", []), "sshAuthorizedKeys", "at least one"),
     (
         "authorized-key-garbage",
@@ -162,7 +144,15 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
         "sshAuthorizedKeys",
         "OpenSSH public key",
     ),
-    ("environment-unknown", at("environment", "staging"), "environment", "'dev' or 'prod'"),
+    ("environment-unknown", at("environment", "staging"), "environment", "'host', 'dev' or 'prod'"),
+    (
+        "dev-owns-host-objects",
+        at("hostShared", {"pool": "smart-smoker"}),
+        "hostShared",
+        "host stack owns",
+    ),
+    ("dev-without-app", at("app", None), "app", "required in the dev stack"),
+    ("host-stack-ref-bad", at("hostStack", {"stack": "no/slash"}), "hostStack.stack", "stack name"),
     ("structured-json-broken", at("guests", "{not json"), "guests", "structured"),
     ("readiness-too-short", at("readinessTimeoutSeconds", "5"), "readinessTimeoutSeconds", "30"),
     ("host-key-garbage", at(f"{GUEST}.sshHostKey", "hello"), f"{GUEST}.sshHostKey", "host key"),
@@ -219,15 +209,66 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
 ]
 
 
+RUNNER = "guests.github-runner"
+# (case id, mutation of the valid host config, key the error must name, text it must contain)
+HOST_BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
+    ("vmid-is-template", at(f"{RUNNER}.vmid", 9000), f"{RUNNER}.vmid", "template's VMID"),
+    ("host-missing-runner-token", at("githubRunnerToken", None), "githubRunnerToken", "--secret"),
+    (
+        "runner-token-with-space",
+        at("githubRunnerToken", "ghp_" + SECRET_TEXT + " x", secret=True),
+        "githubRunnerToken",
+        "personal access token",
+    ),
+    ("host-missing-node-key", at("proxmoxSshPrivateKey", None), "proxmoxSshPrivateKey", "--secret"),
+    (
+        "template-checksum-bad",
+        at("hostShared.lxcTemplate.checksum", "abc"),
+        "hostShared.lxcTemplate.checksum",
+        "sha256",
+    ),
+    (
+        "template-checksum-missing",
+        at("hostShared.lxcTemplate.checksum", None),
+        "hostShared.lxcTemplate.checksum",
+        "SHA256SUMS",
+    ),
+    (
+        "cloud-image-not-importable",
+        at("hostShared.cloudImage.fileName", "jammy.img"),
+        "hostShared.cloudImage.fileName",
+        ".qcow2",
+    ),
+    (
+        "download-url-no-file",
+        at("hostShared.lxcTemplate.url", "https://cloud-images.ubuntu.com/releases/"),
+        "hostShared.lxcTemplate.url",
+        "names no file",
+    ),
+    (
+        "download-file-name-path",
+        at("hostShared.cloudImage.fileName", "../x.qcow2"),
+        "hostShared.cloudImage.fileName",
+        "file name",
+    ),
+    ("host-without-shared", at("hostShared", None), "hostShared", "required in the host stack"),
+    ("host-with-app", lambda raw: set_path(raw, "app", DEV_APP), "app", "runs no services"),
+    ("host-with-reference", at("hostStack", {}), "hostStack", "reads no other stack"),
+    ("host-guest-vm", at(f"{RUNNER}.kind", "vm"), f"{RUNNER}.kind", "runner LXCs"),
+]
+DEV_APP = json.loads(DEV[0]["smoker-infra:app"])
+
+
 @pytest.mark.parametrize(
-    ("mutate", "key", "text"),
-    [pytest.param(m, k, t, id=i) for i, m, k, t in BAD_INPUTS],
+    ("stack", "mutate", "key", "text"),
+    [pytest.param("dev", m, k, t, id=i) for i, m, k, t in BAD_INPUTS]
+    + [pytest.param("host", m, k, t, id=f"host-{i}") for i, m, k, t in HOST_BAD_INPUTS],
 )
 def test_bad_input_is_reported_with_key_value_and_fix(
-    mutate: Callable[[Raw], Raw], key: str, text: str
+    stack: str, mutate: Callable[[Raw], Raw], key: str, text: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse(mutate(DEV))
+        parse_config(*mutate(HOST if stack == "host" else DEV), stack)
     problems = [p for p in caught.value.problems if key in p.key]
     assert problems, f"no problem names {key}: {caught.value}"
     assert any(text in str(p) for p in problems), str(caught.value)
@@ -256,27 +297,13 @@ def test_prod_guests_cannot_be_unprotected() -> None:
         parse(set_path(PROD, "guests.prod-cloud.protect", False), "prod")
 
 
-def test_non_owner_needs_the_owner_file_ids() -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse(set_path(PROD, "hostShared.vendorDataFileId", None), "prod")
-    assert "owner stack's output" in str(caught.value)
-
-
-def test_both_stack_files_are_valid() -> None:
-    dev, prod = parse(DEV, "dev"), parse(PROD, "prod")
+def test_the_three_stack_files_are_valid() -> None:
+    host, dev, prod = parse_host(HOST), parse(DEV, "dev"), parse(PROD, "prod")
+    assert [g.vmid for g in host.guests] == [105]
     assert [g.vmid for g in dev.guests] == [104, 9001]
     assert [g.vmid for g in prod.guests] == [106]
-    assert dev.host_shared.owner and not prod.host_shared.owner
-
-
-def test_stacks_never_manage_the_same_proxmox_object() -> None:
-    dev, prod = parse(DEV, "dev"), parse(PROD, "prod")
-    for attr in ("vmid", "hostname", "ipv4"):
-        assert not {getattr(g, attr) for g in dev.guests} & {getattr(g, attr) for g in prod.guests}
-    # prod refers to exactly what dev creates
-    assert prod.host_shared.lxc_template_file_id == dev.host_shared.lxc_template_file_id
-    assert prod.host_shared.vendor_data_file_id == dev.host_shared.vendor_data_file_id
-    assert prod.host_shared.vm_template_id == dev.host_shared.vm_template_id
+    # dev and prod read the host stack (organization/smoker-infra/host) by default
+    assert dev.host_stack.name == prod.host_stack.name == "organization/smoker-infra/host"
 
 
 def test_secret_never_prints() -> None:

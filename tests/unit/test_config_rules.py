@@ -193,18 +193,6 @@ REFUSED: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ("newline-in-tag", at("app.tag", "nightly\nx"), "app.tag", "single line"),
     ("tab-in-hostname", at(f"{GUEST}.hostname", "a\tb"), f"{GUEST}.hostname", "single line"),
     (
-        "download-url-no-file",
-        at("hostShared.lxcTemplate.url", "https://cloud-images.ubuntu.com/releases/"),
-        "hostShared.lxcTemplate.url",
-        "names no file",
-    ),
-    (
-        "download-file-name-path",
-        at("hostShared.cloudImage.fileName", "../x.qcow2"),
-        "hostShared.cloudImage.fileName",
-        "file name",
-    ),
-    (
         "python-name-not-key",
         at(f"{GUEST}.memory_mb", 4096),
         f"{GUEST}.memory_mb",

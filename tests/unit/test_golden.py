@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from config import parse_config
 from rendering.files import host_files
-from tests.configs import parse, stack_raw
+from tests.configs import stack_raw
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["host", "dev", "prod"])
 def test_rendered_files_match_golden(stack: str) -> None:
-    files = host_files(parse(stack_raw(stack), stack))
+    files = host_files(parse_config(*stack_raw(stack), stack))
     root = GOLDEN / stack
     if os.environ.get("UPDATE_GOLDEN") == "1":
         for old in root.rglob("*"):

@@ -97,16 +97,17 @@ def test_the_wrapped_command_passes_shellcheck() -> None:
     assert checked.returncode == 0, checked.stdout
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["host", "dev", "prod"])
 def test_every_apt_step_waits_for_first_boot_apt_jobs_and_for_the_locks(stack: str) -> None:
     """A fresh Ubuntu guest runs apt-daily/unattended-upgrades at first boot: an apt step that
     fails at once on their locks breaks the first `pulumi up`."""
+    from config import parse_config
     from rendering.files import host_files
-    from tests.configs import parse, stack_raw
+    from tests.configs import stack_raw
 
     apt_steps = {
         path: text
-        for path, text in host_files(parse(stack_raw(stack), stack)).items()
+        for path, text in host_files(parse_config(*stack_raw(stack), stack)).items()
         if "/steps/" in path and "apt-get" in text
     }
     assert len(apt_steps) >= 3

@@ -22,7 +22,7 @@ from tools.synth import synthesize
 
 @pytest.fixture(scope="module")
 def stacks() -> dict[str, Stack]:
-    return {name: check.from_synth(synthesize(name).resources) for name in ("dev", "prod")}
+    return {name: check.from_synth(synthesize(name).resources) for name in ("host", "dev", "prod")}
 
 
 def only(found: list[Violation], policy: str) -> list[Violation]:
@@ -31,8 +31,8 @@ def only(found: list[Violation], policy: str) -> list[Violation]:
     return found
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_both_stacks_pass_every_policy(stacks: dict[str, Stack], stack: str) -> None:
+@pytest.mark.parametrize("stack", ["host", "dev", "prod"])
+def test_every_stack_passes_every_policy(stacks: dict[str, Stack], stack: str) -> None:
     assert violations(stacks[stack]) == []
     assert violations(stacks[stack], secrets_visible=False) == []
 

@@ -20,7 +20,7 @@ def test_the_checked_in_file_is_what_the_models_generate(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["host", "dev", "prod"])
 def test_stack_files_name_the_schema_on_their_first_line(stack: str) -> None:
     first = (REPO / f"Pulumi.{stack}.yaml").read_text().splitlines()[0]
     assert first == f"# yaml-language-server: $schema={SCHEMA_ID}"
@@ -72,8 +72,8 @@ def _stack_file(stack: str) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_both_stack_files_fit_the_schema(stack: str) -> None:
+@pytest.mark.parametrize("stack", ["host", "dev", "prod"])
+def test_the_stack_files_fit_the_schema(stack: str) -> None:
     schema = stack_file_schema()
     data = _stack_file(stack)
     data["config"]["smoker-infra:guestSshPrivateKey"] = {"secure": "v1:abc"}

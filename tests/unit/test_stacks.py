@@ -12,11 +12,6 @@ from tools.synth import SECRET_MARKER, Synthesis, synthesize, tree
 LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 COMMAND = "command:remote:Command"
-OWNER_ONLY = {
-    "proxmoxve:index/poolLegacy:PoolLegacy",
-    "proxmoxve:download/fileLegacy:FileLegacy",
-    "proxmoxve:index/fileLegacy:FileLegacy",
-}
 
 
 @pytest.fixture(scope="module")
@@ -109,32 +104,6 @@ def test_every_resource_uses_an_explicit_provider(dev: Synthesis, prod: Synthesi
             assert "default_" not in (r.provider or ""), f"{r.name} uses a default provider"
 
 
-def test_host_owner_resources_only_in_the_owner_stack(dev: Synthesis, prod: Synthesis) -> None:
-    dev_types = {r.type for r in dev.resources}
-    assert dev_types >= OWNER_ONLY
-    assert not OWNER_ONLY & {r.type for r in prod.resources}
-    assert [r.name for r in prod.by_type(VM)] == []
-    template = dev.one(VM, "proxmox-vm-template")
-    assert template.inputs["vmId"] == 9000 and template.inputs["template"] is True
-    assert template.inputs["agent"] == {"enabled": True}
-    assert template.inputs["initialization"]["vendorDataFileId"].startswith("local:snippets/")
-    assert all(
-        r.protect for r in dev.resources if r.type in OWNER_ONLY or r.name == "proxmox-guest-nat"
-    )
-    downloads = {r.name: r.inputs for r in dev.by_type("proxmoxve:download/fileLegacy:FileLegacy")}
-    assert downloads["proxmox-lxc-template"]["contentType"] == "vztmpl"
-    assert downloads["proxmox-lxc-template"]["checksumAlgorithm"] == "sha256"
-    assert len(downloads["proxmox-lxc-template"]["checksum"]) == 64
-    assert downloads["proxmox-cloud-image"]["contentType"] == "import"
-
-
-def test_nat_is_idempotent_and_persistent(dev: Synthesis) -> None:
-    nat = dev.one(COMMAND, "proxmox-guest-nat").inputs
-    assert "iptables -t nat -C" in nat["create"] and "systemctl enable --now" in nat["create"]
-    assert "net.ipv4.ip_forward = 1" in nat["create"]
-    assert "systemctl disable --now" in nat["delete"]
-
-
 def test_credentials_and_keys_are_secret(dev: Synthesis, prod: Synthesis) -> None:
     for synthesis in (dev, prod):
         (provider,) = synthesis.by_type("pulumi:providers:proxmoxve")
@@ -177,12 +146,6 @@ def test_readiness_gates_each_guest(dev: Synthesis) -> None:
     )
 
 
-def test_guests_wait_for_the_host_wide_objects(dev: Synthesis) -> None:
-    depends = set(dev.one(LXC, "dev-cloud").depends_on)
-    for name in ("proxmox-vm-template", "proxmox-guest-nat", "proxmox-pool"):
-        assert any(urn.endswith(f"::{name}") for urn in depends)
-
-
 def test_component_type_tokens_and_parents(dev: Synthesis) -> None:
     components = {r.name: r.type for r in dev.resources if r.type.startswith("smoker:")}
     assert components == {
@@ -221,11 +184,7 @@ def test_stack_outputs(dev: Synthesis, prod: Synthesis) -> None:
     assert prod.outputs["guests"]["prod-cloud"]["tailscaleUrls"]["443"] == (
         "https://smokecloud.tail74646.ts.net:443"
     )
-    # the IDs prod's stack file refers to are exactly what dev exports
-    shared = dev.outputs["hostShared"]
-    assert shared["lxcTemplateFileId"] == prod.config.host_shared.lxc_template_file_id
-    assert shared["vendorDataFileId"] == prod.config.host_shared.vendor_data_file_id
-    assert "hostShared" not in prod.outputs
+    assert "hostShared" not in dev.outputs and "hostShared" not in prod.outputs
 
 
 def test_tree_lists_every_resource(dev: Synthesis) -> None:
@@ -368,18 +327,3 @@ def test_verify_from_outside_adds_the_tailscale_urls_to_the_checks() -> None:
         {"url": "https://smokecloud.tail74646.ts.net:443/"},
         {"url": "https://smokecloud.tail74646.ts.net:8443/api/health", "json": {"status": "ok"}},
     ]
-
-
-def test_the_nat_step_pins_the_node_host_key(dev: Synthesis) -> None:
-    from tests.configs import set_path, stack_raw
-    from tests.sdk.wire import connection
-    from tools.synth import SYNTH_HOST_KEY
-
-    seen = dev.one(COMMAND, "proxmox-node-host-key")
-    nat = dev.one(COMMAND, "proxmox-guest-nat")
-    assert connection(seen).get("hostKey") is None  # trust on first use, read-only
-    assert connection(nat)["hostKey"] == SYNTH_HOST_KEY and seen.urn in nat.depends_on
-    configured = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE5vZGVIb3N0S2V5RnJvbUNvbmZpZzAwMDAwMDAwMDAw"
-    pinned = synthesize("dev", *set_path(stack_raw("dev"), "proxmox.sshHostKey", configured))
-    assert not [r for r in pinned.by_type(COMMAND) if r.name == "proxmox-node-host-key"]
-    assert connection(pinned.one(COMMAND, "proxmox-guest-nat"))["hostKey"] == configured

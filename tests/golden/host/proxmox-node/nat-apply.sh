@@ -18,6 +18,8 @@ Wants=network-online.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+ExecStartPre=/bin/sh -c 'ip -4 -o addr show dev vmbr0 | grep -qF " 10.20.0.1/24 " || \
+  ip addr add 10.20.0.1/24 dev vmbr0'
 ExecStart=/bin/sh -c 'iptables -t nat -C POSTROUTING -s 10.20.0.0/24 ! -d 10.20.0.0/24 -m comment --comment smart-smoker-nat -j MASQUERADE 2>/dev/null || iptables -t nat -A POSTROUTING -s 10.20.0.0/24 ! -d 10.20.0.0/24 -m comment --comment smart-smoker-nat -j MASQUERADE'
 ExecStop=/bin/sh -c 'while iptables -t nat -C POSTROUTING -s 10.20.0.0/24 ! -d 10.20.0.0/24 -m comment --comment smart-smoker-nat -j MASQUERADE 2>/dev/null; do \
   iptables -t nat -D POSTROUTING -s 10.20.0.0/24 ! -d 10.20.0.0/24 -m comment --comment smart-smoker-nat -j MASQUERADE; done'
