@@ -275,7 +275,7 @@ class ProxmoxHost(pulumi.ComponentResource):
 
 def shared_ids(outputs: Mapping[str, Any], stack_name: str) -> dict[str, Any]:
     """The host stack's `hostShared` output, or the error that says how to get it."""
-    shared = outputs.get(SHARED_OUTPUT)
+    shared = (outputs or {}).get(SHARED_OUTPUT)
     missing = [k for k in SHARED_KEYS if not isinstance(shared, Mapping) or shared.get(k) is None]
     if missing:
         names = ", ".join(f"{SHARED_OUTPUT}.{k}" for k in missing)

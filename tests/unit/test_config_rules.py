@@ -305,6 +305,8 @@ from pulumi.runtime.stack import run_in_stack
 
 class Mocks(pulumi.runtime.Mocks):
     def new_resource(self, args):
+        if args.typ == "pulumi:pulumi:StackReference":  # the host stack, never applied
+            return [args.resource_id, {"name": args.resource_id, "outputs": {}}]
         return [args.name + "-id", args.inputs]
     def call(self, args):
         return {}
@@ -312,7 +314,8 @@ class Mocks(pulumi.runtime.Mocks):
 values, secrets = json.loads(os.environ["SMOKER_TEST_CONFIG"])
 loop = asyncio.new_event_loop()
 asyncio.set_event_loop(loop)
-pulumi.runtime.set_mocks(Mocks(), project="smoker-infra", stack="dev", preview=True)
+stack = os.environ["SMOKER_TEST_STACK"]
+pulumi.runtime.set_mocks(Mocks(), project="smoker-infra", stack=stack, preview=True)
 set_all_config(values, secrets)
 pulumi.runtime.settings.ROOT.set(None)  # run_in_stack makes the stack, as under the engine
 import stacks.platform
@@ -329,11 +332,13 @@ finally:
 """
 
 
-def test_a_config_error_reaches_pulumi_as_the_message_alone() -> None:
-    raw = set_path(DEV, f"{GUEST}.vmid", 42)
-    raw = set_path(raw, "mongoRootPassword", SECRET_TEXT)  # plain text: must not be echoed
-    env = {**os.environ, "SMOKER_TEST_CONFIG": json.dumps([raw[0], sorted(raw[1])])}
-    result = subprocess.run(
+def _run_program(raw: Raw, stack: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SMOKER_TEST_CONFIG": json.dumps([raw[0], sorted(raw[1])]),
+        "SMOKER_TEST_STACK": stack,
+    }
+    return subprocess.run(
         [sys.executable, "-W", "default", "-c", _PROGRAM],
         capture_output=True,
         text=True,
@@ -341,13 +346,34 @@ def test_a_config_error_reaches_pulumi_as_the_message_alone() -> None:
         env=env,
         timeout=120,
     )
+
+
+NOISE = ("Traceback", "ConfigError", "Task exception", "never retrieved", "Warning")
+
+
+def test_a_config_error_reaches_pulumi_as_the_message_alone() -> None:
+    raw = set_path(DEV, f"{GUEST}.vmid", 42)
+    raw = set_path(raw, "mongoRootPassword", SECRET_TEXT)  # plain text: must not be echoed
+    result = _run_program(raw, "dev")
     output = result.stdout + result.stderr
     assert result.returncode == 32, output
     assert "configuration has 2 problem(s)" in output
     assert "smoker-infra:guests.dev-cloud.vmid = 42" in output
-    for noise in ("Traceback", "ConfigError", "Task exception", "never retrieved", "Warning"):
+    for noise in NOISE:
         assert noise not in output, output
     assert SECRET_TEXT not in output
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_missing_host_stack_output_reaches_pulumi_as_the_message_alone(stack: str) -> None:
+    """Raised inside an apply, the RunError still reaches the language host as itself."""
+    result = _run_program(stack_raw(stack), stack)
+    output = result.stdout + result.stderr
+    assert result.returncode == 32, output
+    assert "error: the host stack 'organization/smoker-infra/host' has no output" in output
+    # (the SDK's own DeprecationWarning for CopyFile shows with -W default; not ours)
+    for noise in ("Traceback", "Task exception", "never retrieved", "RuntimeWarning"):
+        assert noise not in output, output
 
 
 # ---------------------------------------------------------------------------------------------
