@@ -198,11 +198,11 @@ def _handler(state: State) -> type[BaseHTTPRequestHandler]:
                 else:
                     self._answer(401, {"message": "invalid registration token"})
                     return
-                (state.minted if kind == "minted" else state.one_time_tokens).discard(token)
                 taken = [r.id for r in state.runners.values() if r.name == name]
                 if taken and not body.get("replace"):
                     self._answer(409, {"message": f"a runner named {name} exists"})
                     return
+                (state.minted if kind == "minted" else state.one_time_tokens).discard(token)
                 for runner_id in taken:
                     del state.runners[runner_id]
                 labels = tuple(label for label in body.get("labels", "").split(",") if label)
