@@ -6,7 +6,9 @@
 # The credential (root-only $TOKEN_FILE) is either a one-time registration token or a GitHub
 # personal access token (ghp_..., github_pat_...) from which a registration token is minted. It
 # reaches curl on stdin (`--config -`) and config.sh through ACTIONS_RUNNER_INPUT_TOKEN: never
-# through a command line. Values (URL, NAME, ...) come from the prologue.
+# through a command line. A PAT also lets the timer bring back a runner deleted on GitHub; a
+# one-time token registers once (a deleted runner then needs a new token applied). Values (URL,
+# NAME, ...) come from the prologue.
 set -eu
 umask 077
 

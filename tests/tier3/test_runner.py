@@ -11,6 +11,7 @@ import pytest
 
 from rendering import runner
 from testbed.harness import Guest
+from tests.configs import evolve
 from tests.tier3.baseline_env import apply_plan
 from tests.tier3.runner_env import (
     ONE_TIME_TOKEN,
@@ -27,6 +28,7 @@ NAME = "github-runner"
 LABELS = ("self-hosted", "linux", "x64", "smart-smoker")
 SERVICE, TIMER = runner.RUNNER_SERVICE, runner.REGISTRATION_TIMER
 LEAK_DIRS = "/etc /usr/local /opt /home /var/log /tmp"
+WRONG_PAT = "ghp_TIER3refusedPersonalAccessToken987654"
 
 
 @pytest.fixture(scope="module")
@@ -147,15 +149,28 @@ def test_a_new_runner_release_keeps_the_registration(env: RunnerEnv) -> None:
     assert env.guest.run(f"cat {home}/.runner").stdout == agent
     assert env.guest.run(f"systemctl is-active {SERVICE}").stdout.strip() == "active"
     assert len(env.github.registrations()) == 3
+    env.settings = evolve(env.settings, **upgrade)  # what the guest runs from now on
+
+
+def test_a_refused_pat_fails_clearly_and_leaves_the_runner_running(env: RunnerEnv) -> None:
+    wrong = next(s for s in env.plan(token=WRONG_PAT) if s.name == "runner-token")
+    assert f"changed {runner.TOKEN_FILE}" in run_step(env, wrong)
+    result = env.guest.run(runner.ENSURE_REGISTERED, check=False)
+    assert result.returncode != 0
+    assert "registration-token answered HTTP 401: Bad credentials" in result.stderr
+    assert WRONG_PAT not in result.stderr + result.stdout
+    assert env.guest.run(f"systemctl is-active {SERVICE}").stdout.strip() == "active"
+    restored = apply_plan(env.guest, env.plan(token=ONE_TIME_TOKEN))
+    assert {r.step.name for r in restored if r.changed} == {"runner-token"}
 
 
 def test_no_token_leaks_to_logs_processes_or_files(env: RunnerEnv) -> None:
     guest = env.guest
     journal = guest.run("journalctl --no-pager -o cat", timeout=60).stdout
     processes = guest.run("ps -eo user,args").stdout
-    for token in (PAT, ONE_TIME_TOKEN):
+    for token in (PAT, ONE_TIME_TOKEN, WRONG_PAT):
         assert token not in journal and token not in processes
-    assert files_holding(guest, PAT) == set()  # replaced by the one-time token
+    assert files_holding(guest, PAT) == files_holding(guest, WRONG_PAT) == set()  # replaced
     assert files_holding(guest, ONE_TIME_TOKEN) == {runner.TOKEN_FILE}
     runner_home = f"{env.settings.install_dir}/.credentials"
     assert guest.run(f"stat -c %a:%U {runner_home}").stdout.strip() == "600:runner"
