@@ -221,7 +221,6 @@ def install_step(settings: RunnerSettings) -> Step:
             'tar -xzf "$download" -C "$staging" --no-same-owner',
             '[ -x "$staging/config.sh" ] && [ -x "$staging/run.sh" ] || '
             '{ echo "the runner tarball holds no config.sh and run.sh" >&2; exit 1; }',
-            f'echo {shlex.quote(wanted)} > "$staging/{VERSION_FILE}"',
             f"active=$(systemctl is-active {RUNNER_SERVICE} 2>/dev/null || true)",
             f'[ "$active" != active ] || systemctl stop {RUNNER_SERVICE}',
             f'find "$home" -mindepth 1 -maxdepth 1 {kept} -exec rm -rf {{}} +',
@@ -230,6 +229,8 @@ def install_step(settings: RunnerSettings) -> Step:
             'if [ -x "$home/bin/installdependencies.sh" ]; then',
             '  "$home/bin/installdependencies.sh" >&2',
             "fi",
+            # last: an unpack or installdependencies.sh that failed is retried on the next apply
+            f'echo {shlex.quote(wanted)} > "$home/{VERSION_FILE}"',
             f'[ "$active" != active ] || systemctl start {RUNNER_SERVICE}',
             f'echo "changed runner {settings.version}"',
         ),
