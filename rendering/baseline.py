@@ -12,7 +12,15 @@ from dataclasses import replace
 
 from config import APP_ENVIRONMENTS, BaselineSettings, CommonConfig, GuestSpec
 from layout import LOG_DIR, SECRETS_DIR
-from rendering.plan import APT_GET, APT_PROLOGUE, Step, file_step, install_file, script
+from rendering.plan import (
+    APT_GET,
+    APT_PROLOGUE,
+    Step,
+    file_step,
+    install_file,
+    script,
+    verified_download,
+)
 
 SSH_GROUP = "sshd-users"
 CRUN_PATH = "/usr/local/bin/crun"
@@ -377,16 +385,8 @@ def docker_config_step(settings: BaselineSettings) -> Step:
         "docker-config",
         script(
             "changed=0",
-            f"crun_sha256={crun.sha256}",
-            f"crun_url={shlex.quote(crun.url)}",
-            f'if [ "$(sha256sum {CRUN_PATH} 2>/dev/null | cut -d" " -f1)" != "$crun_sha256" ]; then',
-            "  download=$(mktemp)",
-            '  curl -fsSL --retry 3 -o "$download" "$crun_url"',
-            '  got=$(sha256sum "$download" | cut -d" " -f1)',
-            '  if [ "$got" != "$crun_sha256" ]; then',
-            '    rm -f "$download"',
-            '    echo "crun checksum mismatch: got $got, want $crun_sha256" >&2; exit 1',
-            "  fi",
+            f'if [ "$(sha256sum {CRUN_PATH} 2>/dev/null | cut -d" " -f1)" != {crun.sha256} ]; then',
+            *(f"  {line}" for line in verified_download("crun", crun.url, crun.sha256)),
             f'  install -m 0755 -o root -g root "$download" {CRUN_PATH}',
             '  rm -f "$download"',
             f'  changed=1; echo "changed {CRUN_PATH} {crun.version}"',

@@ -133,3 +133,19 @@ def file_step(name: str, path: str, content: str, secret: bool = False, **kwargs
 SECRET_FILE_NOTE = (
     "# secret: written from stdin at apply time (mode 0600); content never rendered\n"
 )
+
+
+def verified_download(what: str, url: str, sha256: str, into: str = "download") -> list[str]:
+    """Shell lines: download `url` into a new temp file named by $`into` and refuse it (exit 1,
+    the file removed, nothing installed) unless its sha256 is `sha256`. The caller removes it."""
+    q = shlex.quote
+    return [
+        f"{into}=$(mktemp)",
+        f'curl -fsSL --retry 3 -o "${into}" {q(url)} || {{ rm -f "${into}"; exit 1; }}',
+        f'got=$(sha256sum "${into}" | cut -d" " -f1)',
+        f'if [ "$got" != {q(sha256)} ]; then',
+        f'  rm -f "${into}"',
+        f'  echo "{what} checksum mismatch: got $got, want {sha256}; nothing was installed" >&2',
+        "  exit 1",
+        "fi",
+    ]
