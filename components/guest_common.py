@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,8 +142,10 @@ def step_commands(
     access: GuestAccess,
     after: pulumi.Resource,
     parent: pulumi.Resource,
+    stdin: Mapping[str, pulumi.Input[str]] | None = None,
 ) -> list[remote.Command]:
-    """One remote command per apply-plan step, run in order after `after`.
+    """One remote command per apply-plan step, run in order after `after` (`stdin`: what steps
+    read that is only known at apply time, by step name).
 
     Steps re-run when their script or stdin change, all of them when `after` is replaced, and
     all of them when the guest is rebuilt (`GuestAccess.configures`). A step whose stdin is
@@ -151,14 +154,14 @@ def step_commands(
     commands: list[remote.Command] = []
     previous = after
     for step in steps:
-        stdin: pulumi.Input[str] | None = step.stdin
-        if step.secret and step.stdin is not None:
-            stdin = pulumi.Output.secret(step.stdin)
+        text: pulumi.Input[str] | None = (stdin or {}).get(step.name, step.stdin)
+        if step.secret and text is not None:
+            text = pulumi.Output.secret(text)
         previous = remote.Command(
             f"{guest_name}-{step.name}",
             connection=access.connection,
             create=step.command(user),
-            stdin=stdin,
+            stdin=text,
             triggers=[after.id],  # type: ignore[attr-defined]
             add_previous_output_in_env=False,
             logging=remote.Logging.NONE if step.secret else remote.Logging.STDOUT_AND_STDERR,

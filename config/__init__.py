@@ -22,6 +22,7 @@ from config.proxmox import (
     NetworkSettings,
     ProxmoxSettings,
 )
+from config.runner import PulumiCliSettings, RunnerSettings
 from config.secrets import SECRET_KEYS, Secret, SecretKey, Secrets
 from config.stack import (
     APP_ENVIRONMENTS,
@@ -62,7 +63,9 @@ __all__ = [
     "NetworkSettings",
     "Problem",
     "ProxmoxSettings",
+    "PulumiCliSettings",
     "Retention",
+    "RunnerSettings",
     "Secret",
     "SecretKey",
     "Secrets",

@@ -202,7 +202,9 @@ def parse_config(
     )
     if host:
         assert host_shared is not None
-        return HostStackConfig.model_construct(**common, host_shared=host_shared)
+        return HostStackConfig.model_construct(
+            **common, host_shared=host_shared, runner=sections["runner"]
+        )
     return StackConfig.model_construct(
         **common, host_stack=sections["hostStack"] or HostStackRef(), app=sections["app"]
     )
@@ -218,6 +220,7 @@ _SECTION_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
     ),
     "hostStack": ((), APP_ENVIRONMENTS, "remove it: the host stack reads no other stack"),
     "app": (APP_ENVIRONMENTS, APP_ENVIRONMENTS, "remove it: the host stack runs no services"),
+    "runner": (("host",), ("host",), "remove it: the runner is the host stack's guest"),
 }
 
 

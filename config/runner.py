@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_snake
 
 from config.errors import fail
 from config.fields import HttpsUrl, Int, Model, Text, TextList, UserName, pattern, ranged, rule
@@ -23,6 +24,7 @@ RUNNER_TARBALL = (
     "actions-runner-linux-x64-{version}.tar.gz"
 )
 PULUMI_TARBALL = "https://get.pulumi.com/releases/sdk/pulumi-v{version}-linux-x64.tar.gz"
+PULUMI_CHECKSUMS = "https://get.pulumi.com/releases/sdk/pulumi-{version}-checksums.txt"
 DEFAULT_LABELS = ("self-hosted", "linux", "x64", "smart-smoker")
 
 _OWNER = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})"
@@ -42,12 +44,12 @@ Sha256 = Annotated[
 ]
 
 
-def _with_default_url(data: Any, template: str) -> Any:
-    """`downloadUrl` defaults to the release asset of `version`."""
-    if isinstance(data, dict) and data.get("downloadUrl") is None and "download_url" not in data:
+def _with_default_url(data: Any, template: str, key: str = "downloadUrl") -> Any:
+    """`key` (a URL) defaults to the release asset of `version`."""
+    if isinstance(data, dict) and data.get(key) is None and to_snake(key) not in data:
         version = data.get("version")
         if isinstance(version, str) and re.fullmatch(r"\d+\.\d+\.\d+", version.strip()):
-            return {**data, "downloadUrl": template.format(version=version.strip())}
+            return {**data, key: template.format(version=version.strip())}
     return data
 
 
@@ -103,14 +105,23 @@ class PulumiCliSettings(Model):
     }
     version: Version = Field(description="Pulumi CLI release", examples=["3.142.0"])
     download_url: HttpsUrl = Field(
-        description="the release tarball (default: get.pulumi.com's linux-x64 tarball of version)"
+        "",
+        description="the release tarball (default: get.pulumi.com's linux-x64 tarball of version)",
     )
-    sha256: Sha256 = Field(description="the tarball's sha256")
+    sha256: Sha256 | None = Field(
+        None,
+        description="the tarball's sha256 (pin it); unset: the line for the tarball in the "
+        "release's checksums file (checksumsUrl), fetched at apply time",
+    )
+    checksums_url: HttpsUrl = Field(
+        "", description="the release's checksums file (default: get.pulumi.com's of version)"
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _default_download_url(cls, data: Any) -> Any:
-        return _with_default_url(data, PULUMI_TARBALL)
+    def _default_urls(cls, data: Any) -> Any:
+        data = _with_default_url(data, PULUMI_TARBALL)
+        return _with_default_url(data, PULUMI_CHECKSUMS, "checksumsUrl")
 
 
 class RunnerSettings(Model):
@@ -133,7 +144,7 @@ class RunnerSettings(Model):
     )
     version: Version = Field(description="actions/runner release", examples=["2.321.0"])
     download_url: HttpsUrl = Field(
-        description="the runner tarball (default: the linux-x64 release asset of version)"
+        "", description="the runner tarball (default: the linux-x64 release asset of version)"
     )
     sha256: Sha256 = Field(description="the runner tarball's sha256")
     labels: Annotated[TextList, rule(_labels)] = Field(

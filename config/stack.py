@@ -12,6 +12,7 @@ from config.baseline import BaselineSettings
 from config.fields import AuthorizedKeys, Int, Model, Text, one_of, ranged
 from config.guests import GuestSpec
 from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
+from config.runner import RunnerSettings
 from config.secrets import Secrets
 from config.tailscale import TailnetSettings
 
@@ -46,6 +47,9 @@ class StackFile(Model):
     )
     baseline: BaselineSettings = Field(description="what every guest gets")
     tailscale: TailnetSettings | None = Field(None, description="the tailnet")
+    runner: RunnerSettings | None = Field(
+        None, description="host stack only: the self-hosted GitHub Actions runner on its guests"
+    )
     app: AppSettings | None = Field(None, description="dev and prod: the services")
 
 
@@ -80,3 +84,4 @@ class HostStackConfig(CommonConfig):
     """host: the host-wide Proxmox objects and the self-hosted CI runner guest."""
 
     host_shared: HostShared
+    runner: RunnerSettings

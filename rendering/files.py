@@ -7,6 +7,7 @@ from rendering import app, backup, proxmox_host
 from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
+from rendering.runner import runner_guest_plan
 from rendering.tailscale import tailscale_plan
 
 
@@ -15,6 +16,7 @@ def guest_plan(cfg: CommonConfig, guest: GuestSpec, auth_key: str = "") -> list[
     return baseline_plan(cfg, guest) + tailscale_plan(guest, auth_key)
 
 
+SYNTH_RUNNER_TOKEN = "<githubRunnerToken>"
 SYNTH_SECRETS = AppSecrets("<mongoRootPassword>", "<mongoAppPassword>", "<vapidPrivateKey>", None)
 
 
@@ -48,6 +50,8 @@ def host_files(cfg: CommonConfig) -> dict[str, str]:
         steps = guest_plan(cfg, guest)
         if isinstance(cfg, StackConfig):
             steps += app_plan(cfg, guest)
+        elif isinstance(cfg, HostStackConfig):
+            steps += runner_guest_plan(cfg, guest, SYNTH_RUNNER_TOKEN)
         for number, step in enumerate(steps, start=1):
             files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script
             for path, content in step.files.items():

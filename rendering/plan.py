@@ -137,13 +137,15 @@ SECRET_FILE_NOTE = (
 
 def verified_download(what: str, url: str, sha256: str, into: str = "download") -> list[str]:
     """Shell lines: download `url` into a new temp file named by $`into` and refuse it (exit 1,
-    the file removed, nothing installed) unless its sha256 is `sha256`. The caller removes it."""
+    the file removed, nothing installed) unless its sha256 is `sha256` (hex digits, or a shell
+    variable such as `$want`). The caller removes it."""
     q = shlex.quote
+    expected = f'"{sha256}"' if sha256.startswith("$") else q(sha256)
     return [
         f"{into}=$(mktemp)",
         f'curl -fsSL --retry 3 -o "${into}" {q(url)} || {{ rm -f "${into}"; exit 1; }}',
         f'got=$(sha256sum "${into}" | cut -d" " -f1)',
-        f'if [ "$got" != {q(sha256)} ]; then',
+        f'if [ "$got" != {expected} ]; then',
         f'  rm -f "${into}"',
         f'  echo "{what} checksum mismatch: got $got, want {sha256}; nothing was installed" >&2',
         "  exit 1",

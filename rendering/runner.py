@@ -13,8 +13,9 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from dataclasses import replace
+from urllib.parse import urlparse
 
-from config import GuestSpec
+from config import GuestSpec, HostStackConfig
 from config.runner import RunnerSettings
 from rendering.baseline import packages_step
 from rendering.plan import Step, file_step, install_file, script, verified_download
@@ -49,6 +50,7 @@ CA_NOTE = (
     "# from the Proxmox node's /etc/pve/pve-root-ca.pem at apply time (public, not rendered)\n"
 )
 HOSTS_MARK = "# smoker-infra: the Proxmox node"
+CA_STEP = "proxmox-ca"  # its stdin, the node's CA, is only known at apply time
 
 
 def ensure_registered(settings: RunnerSettings, guest: GuestSpec) -> str:
@@ -157,24 +159,44 @@ def user_step(settings: RunnerSettings) -> Step:
     )
 
 
+def _pulumi_digest(settings: RunnerSettings) -> list[str]:
+    """Shell lines setting $want: the pinned sha256, or the release checksums file's line."""
+    cli = settings.pulumi
+    if cli.sha256:
+        return [f"want={cli.sha256}"]
+    tarball = cli.download_url.rsplit("/", 1)[-1]
+    return [
+        f"want=$(curl -fsSL --retry 3 {shlex.quote(cli.checksums_url)} | "
+        f"awk -v f={shlex.quote(tarball)} '$2 == f {{print $1}}')",
+        "if ! printf '%s\\n' \"$want\" | grep -qxE '[0-9a-f]{64}'; then",
+        f'  echo "no sha256 for {tarball} in the release checksums file; '
+        'pin runner.pulumi.sha256" >&2',
+        "  exit 1",
+        "fi",
+    ]
+
+
 def pulumi_step(settings: RunnerSettings) -> Step:
-    """The Pulumi CLI unpacked in /opt/pulumi/<version>, every binary linked into /usr/local/bin."""
+    """The Pulumi CLI unpacked in /opt/pulumi/<version>, every binary linked into /usr/local/bin
+    (verified against the pinned sha256, or the release's checksums file when none is pinned)."""
     cli = settings.pulumi
     home = f"{PULUMI_ROOT}/{cli.version}"
+    installed = cli.sha256 or cli.version  # what the install records, to know it is current
     return Step(
         "pulumi-cli",
         script(
             "changed=''",
             f"home={home}",
             'trap \'rm -rf "${staging:-}" "${download:-}"\' EXIT',
-            f'if [ "$(cat "$home/{VERSION_FILE}" 2>/dev/null)" != {cli.sha256} ]; then',
-            *(f"  {line}" for line in verified_download("pulumi", cli.download_url, cli.sha256)),
+            f'if [ "$(cat "$home/{VERSION_FILE}" 2>/dev/null)" != {installed} ]; then',
+            *(f"  {line}" for line in _pulumi_digest(settings)),
+            *(f"  {line}" for line in verified_download("pulumi", cli.download_url, "$want")),
             f"  staging=$(mktemp -d {PULUMI_ROOT}.XXXXXX)",
             '  tar -xzf "$download" -C "$staging" --strip-components=1 --no-same-owner',
             '  rm -f "$download"',
             '  [ -x "$staging/pulumi" ] || { rm -rf "$staging"; '
             'echo "the pulumi tarball holds no pulumi/pulumi" >&2; exit 1; }',
-            f'  echo {cli.sha256} > "$staging/{VERSION_FILE}"',
+            f'  echo {installed} > "$staging/{VERSION_FILE}"',
             '  chmod -R go-w "$staging" && chmod 0755 "$staging"',
             f"  install -d -m 0755 {PULUMI_ROOT}",
             '  rm -rf "$home" && mv "$staging" "$home"',
@@ -337,7 +359,7 @@ def runner_plan(
 def ca_step() -> Step:
     """Trust the Proxmox node's CA (its PEM on stdin, supplied by the component at apply time)."""
     return Step(
-        "proxmox-ca",
+        CA_STEP,
         install_file(
             CA_FILE,
             validate='openssl x509 -noout -in "$new"',
@@ -346,3 +368,13 @@ def ca_step() -> Step:
         stdin=None,
         files={CA_FILE: CA_NOTE},
     )
+
+
+def runner_guest_plan(cfg: HostStackConfig, guest: GuestSpec, token: str) -> list[Step]:
+    """What a host-stack guest gets after its baseline and Tailscale: the node's CA, then the
+    runner. The CA step's stdin (the node's certificate) is supplied at apply time."""
+    node_name = urlparse(cfg.proxmox.endpoint).hostname
+    return [
+        ca_step(),
+        *runner_plan(cfg.runner, guest, token, str(cfg.network.gateway), node_name),
+    ]

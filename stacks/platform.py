@@ -8,6 +8,7 @@ import pulumi_command as command
 from components.app_stack import AppStack, AppStackArgs
 from components.cloud_guest import CloudGuest
 from components.device_guest import DeviceGuest
+from components.github_runner import GithubRunner, GithubRunnerArgs
 from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
 from components.proxmox_host import SHARED_OUTPUT, ProxmoxHost, ProxmoxHostArgs
@@ -70,7 +71,21 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
             )
             configured = tailscale.done
             exports[spec.name]["tailscaleUrls"] = tailscale.urls
-        if isinstance(cfg, StackConfig):
+        if isinstance(cfg, HostStackConfig):
+            assert host.node_ca is not None
+            runner = cfg.runner
+            GithubRunner(
+                f"{spec.name}-runner",
+                GithubRunnerArgs(cfg, spec, guest.access, configured, host.node_ca),
+                opts,
+            )
+            exports[spec.name]["runner"] = {
+                "name": runner.runner_name(spec),
+                "labels": list(runner.labels),
+                "version": runner.version,
+                "pulumiVersion": runner.pulumi.version,
+            }
+        elif isinstance(cfg, StackConfig):
             app = AppStack(
                 f"{spec.name}-app",
                 AppStackArgs(cfg, spec, guest.access, configured),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -111,21 +112,27 @@ def test_daemon_json_parses(path: str) -> None:
 
 @pytest.mark.parametrize("path", by_suffix(".service", ".timer"))
 def test_units_pass_systemd_analyze_verify(path: str, tmp_path: Path) -> None:
-    # verify also checks that ExecStart exists: point it at the rendered tool in a temp dir
-    text = FILES[path]
-    rendered_tool = tmp_path / "smart-smoker-backup"
+    # verify also checks that each Exec* program exists: point those this machine lacks at a
+    # temp copy, the rendered file when the guest gets one (else a stub: a downloaded release's)
     guest_dir = path.split("/files/")[0]
-    if f"{guest_dir}/files{backup.TOOL_PATH}" in FILES:
-        rendered_tool.write_text(FILES[f"{guest_dir}/files{backup.TOOL_PATH}"])
-        rendered_tool.chmod(0o755)
-        text = text.replace(backup.TOOL_PATH, str(rendered_tool))
+    units = [p for p in by_suffix(".service", ".timer") if p.startswith(guest_dir)]
+    programs = {
+        program
+        for unit_path in units
+        for program in re.findall(r"^Exec\w*=[-+!@:]*(/\S+)", FILES[unit_path], re.M)
+        if not Path(program).exists()
+    }
+    local: dict[str, Path] = {}
+    for number, program in enumerate(sorted(programs)):
+        local[program] = tmp_path / f"program-{number}"
+        local[program].write_text(FILES.get(f"{guest_dir}/files{program}", "#!/bin/sh\n"))
+        local[program].chmod(0o755)
+    for unit_path in units:  # a timer needs its service next to it
+        text = FILES[unit_path]
+        for program, copy in local.items():
+            text = text.replace(program, str(copy))
+        (tmp_path / Path(unit_path).name).write_text(text)
     unit = tmp_path / Path(path).name
-    unit.write_text(text)
-    for sibling in by_suffix(".service", ".timer"):  # a timer needs its service next to it
-        if sibling.startswith(guest_dir) and sibling != path:
-            (tmp_path / Path(sibling).name).write_text(
-                FILES[sibling].replace(backup.TOOL_PATH, str(rendered_tool))
-            )
     result = run([tool("systemd-analyze"), "verify", "--man=no", str(unit)])
     # verify also reports unrelated units of this machine; only ours must be clean
     ours = [line for line in result.stderr.splitlines() if unit.name in line]

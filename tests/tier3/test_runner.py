@@ -192,3 +192,28 @@ def test_the_proxmox_ca_lets_the_guest_verify_the_node(env: RunnerEnv) -> None:
         assert env.guest.run(curl).stdout == "pve stand-in: verified\n"
         again = env.guest.run(ca.command("root"), input=node.ca_pem.encode()).stdout
         assert f"unchanged {runner.CA_FILE}" in again
+
+
+def test_an_unpinned_pulumi_cli_is_checked_against_the_release_checksums_file(
+    env: RunnerEnv,
+) -> None:
+    tarball = f"pulumi-v{PULUMI_VERSION}-linux-x64.tar.gz"
+    pinned = env.settings.pulumi
+    assert pinned.sha256
+    for name, digest, ok in (("wrong", "2" * 64, False), ("right", pinned.sha256, True)):
+        checksums = f"{'3' * 64}  pulumi-v{PULUMI_VERSION}-darwin-x64.tar.gz\n{digest}  {tarball}\n"
+        url = env.github.serve_file(f"{name}-checksums.txt", checksums.encode())
+        unpinned = pinned.model_copy(update={"sha256": None, "checksums_url": url})
+        result = env.guest.run(env.step("pulumi-cli", pulumi=unpinned).command("root"), check=False)
+        if ok:
+            assert result.returncode == 0 and "changed pulumi" in result.stdout, result.stderr
+        else:
+            assert result.returncode != 0
+            assert f"checksum mismatch: got {pinned.sha256}, want {digest}" in result.stderr
+    assert PULUMI_VERSION in env.guest.run("pulumi version").stdout
+    missing = env.github.serve_file("empty-checksums.txt", b"")
+    unpinned = pinned.model_copy(
+        update={"sha256": None, "checksums_url": missing, "version": "9.9.9"}
+    )
+    result = env.guest.run(env.step("pulumi-cli", pulumi=unpinned).command("root"), check=False)
+    assert result.returncode != 0 and "pin runner.pulumi.sha256" in result.stderr

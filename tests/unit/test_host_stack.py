@@ -3,6 +3,7 @@ host-wide IDs from its outputs through a stack reference, and no two stacks own 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -12,7 +13,14 @@ from components.proxmox_host import SHARED_KEYS, SHARED_OUTPUT
 from rendering.proxmox_host import NODE_CA_FILE, ca_certificate_of
 from tests.configs import set_path, stack_raw
 from tests.sdk.wire import connection
-from tools.synth import SYNTH_HOST_KEY, SYNTH_NODE_CA, Resource, Synthesis, synthesize
+from tools.synth import (
+    SECRET_MARKER,
+    SYNTH_HOST_KEY,
+    SYNTH_NODE_CA,
+    Resource,
+    Synthesis,
+    synthesize,
+)
 
 LXC = "proxmoxve:index/containerLegacy:ContainerLegacy"
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
@@ -222,3 +230,30 @@ def test_the_runner_guest(host: Synthesis) -> None:
         assert any(urn.endswith(f"::{name}") for urn in depends)
     assert not host.by_type("pulumi-python:dynamic:Resource"), "the host stack deploys no release"
     assert not [r for r in host.resources if r.type == "smoker:app:AppStack"]
+
+
+def test_the_runner_is_set_up_after_tailscale_with_the_token_kept_secret(host: Synthesis) -> None:
+    from rendering.runner import CA_STEP
+
+    runner = [r for r in host.resources if r.parent and r.parent.endswith("::github-runner-runner")]
+    names = [r.name.removeprefix("github-runner-") for r in runner]
+    assert {CA_STEP, "runner-install", "pulumi-cli", "runner-token", "runner-register"} <= set(
+        names
+    )
+    serve = host.one(COMMAND, "github-runner-tailscale-serve").urn
+    assert all(serve in r.depends_on for r in runner), "a runner step may run beside Tailscale"
+    token = host.one(COMMAND, "github-runner-runner-token")
+    assert token.inputs["stdin"] == SECRET_MARKER and token.inputs["logging"] == "none"
+    assert {"stdin", "stdout", "stderr"} <= set(token.additional_secret_outputs)
+    manifest = json.dumps([r.as_json() for r in host.resources]) + json.dumps(host.files)
+    assert "synth_placeholder_githubRunnerToken" not in manifest
+    # the node's CA, read over the node's pinned SSH, is the CA step's stdin
+    ca = host.one(COMMAND, f"github-runner-{CA_STEP}")
+    assert ca.inputs["stdin"] == SYNTH_NODE_CA
+    assert host.one(COMMAND, "proxmox-node-ca").urn in ca.property_dependencies["stdin"]
+    assert host.outputs["guests"]["github-runner"]["runner"] == {
+        "name": "github-runner",
+        "labels": ["self-hosted", "linux", "x64", "smart-smoker"],
+        "version": "2.329.0",
+        "pulumiVersion": "3.272.0",
+    }

@@ -96,7 +96,7 @@ def test_repository_and_organization_scopes(guest: GuestSpec) -> None:
         ({"workDir": ".."}, "runner.workDir", "use e.g. _work"),
         ({"checkIntervalMinutes": 0}, "runner.checkIntervalMinutes", "in that range"),
         ({"checkIntervalMinutes": 1441}, "runner.checkIntervalMinutes", "in that range"),
-        ({"pulumi": {"version": "3.142.0"}}, "runner.pulumi.sha256", "sha256sum"),
+        ({"pulumi": {"version": "3.142.0", "sha256": "B" * 64}}, "runner.pulumi.sha256", "hex"),
         ({"pulumi": {"version": "v3", "sha256": SHA}}, "runner.pulumi.version", "X.Y.Z"),
         ({"apiUrl": "https://u:p@api.github.com"}, "runner.apiUrl", "remove user:password@"),
         ({"token": PAT}, "runner.token", "pulumi config set --secret"),
@@ -184,10 +184,28 @@ def test_the_runner_user_is_in_neither_docker_nor_sudo(guest: GuestSpec) -> None
 
 def test_downloads_are_verified_before_anything_is_unpacked(guest: GuestSpec) -> None:
     steps = {s.name: s.script for s in plan(guest)}
-    for name, sha in (("pulumi-cli", "b" * 64), ("runner-install", SHA)):
+    for name, sha in (("pulumi-cli", "$want"), ("runner-install", SHA)):
         text = steps[name]
         assert text.index("sha256sum") < text.index("tar -xzf")
         assert f"checksum mismatch: got $got, want {sha}" in text
+    assert f"want={'b' * 64}\n" in steps["pulumi-cli"]  # the pin
+
+
+def test_an_unpinned_pulumi_cli_is_checked_against_the_release_checksums(
+    guest: GuestSpec,
+) -> None:
+    unpinned = settings(pulumi={"version": "3.142.0"})
+    assert unpinned.pulumi.checksums_url == (
+        "https://get.pulumi.com/releases/sdk/pulumi-3.142.0-checksums.txt"
+    )
+    text = runner.pulumi_step(unpinned).script
+    assert (
+        "curl -fsSL --retry 3 https://get.pulumi.com/releases/sdk/pulumi-3.142.0-checksums.txt"
+        in text
+    )
+    assert "awk -v f=pulumi-v3.142.0-linux-x64.tar.gz '$2 == f {print $1}'" in text
+    assert "grep -qxE '[0-9a-f]{64}'" in text and "pin runner.pulumi.sha256" in text
+    assert text.index("checksums.txt") < text.index("sha256sum") < text.index("tar -xzf")
 
 
 def test_a_runner_upgrade_keeps_the_registration(guest: GuestSpec) -> None:

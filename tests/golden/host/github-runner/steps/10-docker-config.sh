@@ -1,14 +1,13 @@
 set -eu
 changed=0
-crun_sha256=322c6c94b33a749ccd9f6f5ad48b0dd976eef559bbcfe15afd507a289dcdbe91
-crun_url=https://github.com/containers/crun/releases/download/1.21/crun-1.21-linux-amd64
-if [ "$(sha256sum /usr/local/bin/crun 2>/dev/null | cut -d" " -f1)" != "$crun_sha256" ]; then
+if [ "$(sha256sum /usr/local/bin/crun 2>/dev/null | cut -d" " -f1)" != 322c6c94b33a749ccd9f6f5ad48b0dd976eef559bbcfe15afd507a289dcdbe91 ]; then
   download=$(mktemp)
-  curl -fsSL --retry 3 -o "$download" "$crun_url"
+  curl -fsSL --retry 3 -o "$download" https://github.com/containers/crun/releases/download/1.21/crun-1.21-linux-amd64 || { rm -f "$download"; exit 1; }
   got=$(sha256sum "$download" | cut -d" " -f1)
-  if [ "$got" != "$crun_sha256" ]; then
+  if [ "$got" != 322c6c94b33a749ccd9f6f5ad48b0dd976eef559bbcfe15afd507a289dcdbe91 ]; then
     rm -f "$download"
-    echo "crun checksum mismatch: got $got, want $crun_sha256" >&2; exit 1
+    echo "crun checksum mismatch: got $got, want 322c6c94b33a749ccd9f6f5ad48b0dd976eef559bbcfe15afd507a289dcdbe91; nothing was installed" >&2
+    exit 1
   fi
   install -m 0755 -o root -g root "$download" /usr/local/bin/crun
   rm -f "$download"
