@@ -10,6 +10,7 @@ import pulumi
 import pytest
 
 from components.proxmox_host import SHARED_KEYS, SHARED_OUTPUT
+from config import HostStackConfig
 from rendering.proxmox_host import NODE_CA_FILE, ca_certificate_of
 from tests.configs import set_path, stack_raw
 from tests.sdk.wire import connection
@@ -257,3 +258,16 @@ def test_the_runner_is_set_up_after_tailscale_with_the_token_kept_secret(host: S
         "version": "2.329.0",
         "pulumiVersion": "3.272.0",
     }
+
+
+def test_the_runner_cli_is_the_version_the_workflows_pin(host: Synthesis) -> None:
+    """The deploy jobs check `pulumi version` on the runner against their pin, which is the
+    SDK's version in requirements.txt (tests/static/test_workflows.py)."""
+    from pathlib import Path
+
+    requirements = (Path(__file__).resolve().parents[2] / "requirements.txt").read_text()
+    (sdk,) = [
+        line.split("==")[1] for line in requirements.splitlines() if line.startswith("pulumi==")
+    ]
+    assert isinstance(host.config, HostStackConfig)
+    assert host.config.runner.pulumi.version == sdk
