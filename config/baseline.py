@@ -24,6 +24,7 @@ from config.fields import (
     Interface,
     Model,
     Network,
+    Sha256,
     Text,
     TextList,
     UserName,
@@ -97,9 +98,7 @@ class CrunSettings(Model):
         description="crun release (>= 1.21)", examples=["1.21"]
     )
     url: HttpsUrl = Field(description="the release asset URL")
-    sha256: Annotated[
-        Text, pattern(r"[0-9a-f]{64}", "is not a sha256", "copy the asset's sha256")
-    ] = Field(description="the release asset's sha256")
+    sha256: Sha256 = Field(description="the release asset's sha256")
 
 
 class AddressPool(Model):

@@ -252,6 +252,14 @@ def _https(value: str) -> str:
 
 
 HttpsUrl = Annotated[Text, rule(_https, format="uri", pattern="^https://")]
+Sha256 = Annotated[
+    Text,
+    pattern(
+        r"[0-9a-f]{64}",
+        "is not a lower-case hex sha256 digest",
+        "copy the release asset's sha256 (e.g. `sha256sum <file>`)",
+    ),
+]
 
 # ---------------------------------------------------------------------------------------------
 # SSH keys

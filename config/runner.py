@@ -14,7 +14,18 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
 from config.errors import fail
-from config.fields import HttpsUrl, Int, Model, Text, TextList, UserName, pattern, ranged, rule
+from config.fields import (
+    HttpsUrl,
+    Int,
+    Model,
+    Sha256,
+    Text,
+    TextList,
+    UserName,
+    pattern,
+    ranged,
+    rule,
+)
 
 if TYPE_CHECKING:
     from config.guests import GuestSpec
@@ -33,14 +44,6 @@ _NAME = r"[A-Za-z0-9._-]+"
 
 Version = Annotated[
     Text, pattern(r"\d+\.\d+\.\d+", "must be a release version X.Y.Z", "pin e.g. 2.321.0")
-]
-Sha256 = Annotated[
-    Text,
-    pattern(
-        r"[0-9a-f]{64}",
-        "is not a lower-case hex sha256 digest",
-        "copy the release asset's sha256 (e.g. `sha256sum <file>`)",
-    ),
 ]
 
 
