@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_docker as docker
 
 from components.guest_common import GuestAccess, step_commands
+from components.images import planned_images
 from components.mongo_users import MongoUsers
 from components.release import Release
 from config import GuestSpec, StackConfig
@@ -23,6 +25,7 @@ class AppStackArgs:
     # `up` may rewrite resolv.conf (accept-dns), so no image pull runs beside it, and the
     # serve mappings exist before a release is verified through them (verifyFromOutside)
     after: pulumi.Resource
+    docker_provider: docker.Provider  # the registry lookups that pin the images to digests
 
 
 def app_secrets(cfg: StackConfig) -> app.AppSecrets:
@@ -50,7 +53,8 @@ class AppStack(pulumi.ComponentResource):
         ready_for_app: pulumi.Resource = files[-1]
         if secrets is not None:
             ready_for_app = self._users(cfg, spec, secrets, access, files[-1])
-        self.release = self._release(cfg, spec, secrets, access, ready_for_app)
+        images = planned_images(app.guest_images(cfg, spec), args.docker_provider, self)
+        self.release = self._release(cfg, spec, secrets, access, ready_for_app, images)
         self.register_outputs(
             {"project": app.project_name(cfg, spec), "release": self.release.releaseId}
         )
@@ -62,13 +66,17 @@ class AppStack(pulumi.ComponentResource):
         secrets: app.AppSecrets | None,
         access: GuestAccess,
         after: pulumi.Resource,
+        images: pulumi.Output[dict[str, str]],
     ) -> Release:
-        """The safe deploy of the project: backup, stage, pull by digest, up, verify, commit."""
+        """The safe deploy of the project: backup, stage, pull by digest, up, verify, commit;
+        its images are the planned `repo:tag@sha256:...` (a moved tag is a diff by itself)."""
         inputs = app.release_inputs(cfg, spec, secrets)
         return Release(
             f"{spec.name}-release",
             {
                 **inputs,
+                "images": images,
+                "compose": images.apply(lambda planned: app.compose_file(cfg, spec, planned)),
                 "host": spec.ssh_host,
                 "sshUser": spec.ssh_user,
                 "sshPort": 22,

@@ -5,7 +5,7 @@ from the host stack's outputs."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -46,6 +46,7 @@ class ProxmoxHostArgs:
     secrets: Secrets
     host_shared: HostShared | None = None  # the host stack creates the objects
     host_stack: HostStackRef | None = None  # dev and prod read them from the host stack
+    guest_vmids: Mapping[str, int] = field(default_factory=dict)  # the stack's, by guest name
 
 
 class ProxmoxHost(pulumi.ComponentResource):
@@ -70,7 +71,7 @@ class ProxmoxHost(pulumi.ComponentResource):
             self._create_shared_objects(name, args, args.host_shared)
         else:
             assert args.host_stack is not None
-            self._read_shared_objects(name, args.host_stack)
+            self._read_shared_objects(name, args.host_stack, args.guest_vmids)
         self.register_outputs({"shared": self.shared})
 
     @property
@@ -85,11 +86,14 @@ class ProxmoxHost(pulumi.ComponentResource):
         )
         return pulumi.Output.all(*values).apply(lambda v: dict(zip(SHARED_KEYS, v, strict=True)))
 
-    def _read_shared_objects(self, name: str, ref: HostStackRef) -> None:
+    def _read_shared_objects(
+        self, name: str, ref: HostStackRef, guest_vmids: Mapping[str, int]
+    ) -> None:
         host = pulumi.StackReference(
             f"{name}-host-stack", stack_name=ref.name, opts=pulumi.ResourceOptions(parent=self)
         )
-        shared = host.outputs.apply(lambda outputs: shared_ids(outputs, ref.name))
+        # every guest input comes from `shared`: an error here stops them all before they register
+        shared = host.outputs.apply(lambda outputs: shared_ids(outputs, ref.name, guest_vmids))
         self.lxc_template_file_id = shared.apply(lambda s: str(s["lxcTemplateFileId"]))
         self.vendor_data_file_id = shared.apply(lambda s: str(s["vendorDataFileId"]))
         # a stack output crosses the engine as a protobuf Struct: numbers arrive as floats
@@ -273,8 +277,11 @@ class ProxmoxHost(pulumi.ComponentResource):
         return read.stdout.apply(render.ca_certificate_of)
 
 
-def shared_ids(outputs: Mapping[str, Any], stack_name: str) -> dict[str, Any]:
-    """The host stack's `hostShared` output, or the error that says how to get it."""
+def shared_ids(
+    outputs: Mapping[str, Any], stack_name: str, guest_vmids: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """The host stack's `hostShared` output, or the error that says how to get it (or that a
+    guest of this stack would take the VM template's VMID)."""
     shared = (outputs or {}).get(SHARED_OUTPUT)
     missing = [k for k in SHARED_KEYS if not isinstance(shared, Mapping) or shared.get(k) is None]
     if missing:
@@ -285,6 +292,13 @@ def shared_ids(outputs: Mapping[str, Any], stack_name: str) -> dict[str, Any]:
             "the hostStack setting at the stack that owns the host-wide Proxmox objects"
         )
     assert isinstance(shared, Mapping)
+    template = int(shared["vmTemplateId"])
+    for guest, vmid in (guest_vmids or {}).items():
+        if vmid == template:
+            raise pulumi.RunError(
+                f"guests.{guest}.vmid = {vmid} is the VMID of the host stack's VM template "
+                f"('{stack_name}' output hostShared.vmTemplateId): pick another VMID"
+            )
     return dict(shared)
 
 

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from config.backups import BackupSettings, VzdumpSettings
 from config.errors import fail
-from config.fields import Bool, Int, Model, Text, ranged, rule
+from config.fields import Bool, Int, Model, Text, pattern, ranged, rule
 
 APP_IMAGES = ("mongo", "backend", "frontend", "deviceService", "smokerUi")
 # What `docker` accepts as a tag.
@@ -114,11 +114,29 @@ class DeploySettings(Model):
         120, description="a deploy lock not renewed for this long is stale"
     )
     revision: Text = Field(
-        "", description="any change redeploys, re-resolving tags (e.g. a moved nightly)"
+        "", description="any change redeploys the same images (a forced redeploy)"
     )
     verify_from_outside: Bool = Field(
         False, description="also GET the Tailscale URLs from where the deploy runs"
     )
+
+
+class RegistryAuth(Model):
+    """Credentials for a private registry (the password is the secret registryPassword)."""
+
+    FIXES: ClassVar[dict[str, str]] = {
+        "address": "set app.registryAuth.address, e.g. registry-1.docker.io",
+        "username": "set app.registryAuth.username",
+    }
+    address: Annotated[
+        Text,
+        pattern(
+            r"[a-z0-9.-]+(:\d+)?",
+            "is not a registry host",
+            "use the registry's host[:port], e.g. registry-1.docker.io",
+        ),
+    ] = Field(description="the registry's host[:port]", examples=["registry-1.docker.io"])
+    username: Text = Field(description="the registry user")
 
 
 class AppSettings(Model):
@@ -132,6 +150,11 @@ class AppSettings(Model):
         description="the tag of every image without its own", examples=["nightly", "v1.0.0"]
     )
     images: Images = Field(description="image repositories of the services")
+    registry_auth: RegistryAuth | None = Field(
+        None,
+        description="credentials for private images (the digest lookups at preview and the "
+        "pulls on the guests use the same registry); password: secret registryPassword",
+    )
     vapid_public_key: Text = Field("", description="the backend's VAPID public key (web push)")
     healthcheck: HealthcheckSettings = Field(HealthcheckSettings(), description="health checks")
     backups: BackupSettings = Field(BackupSettings(), description="MongoDB dumps")

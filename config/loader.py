@@ -183,6 +183,8 @@ def parse_config(
         cloud=not host and any(g.kind == "lxc" for g in guests),
     )
     problems += check_required(secrets, required, stack)
+    if sections.get("app") is not None and sections["app"].registry_auth is not None:
+        problems += check_required(secrets, ["registryPassword"], stack)
 
     if problems:
         raise ConfigError(stack, problems)

@@ -39,6 +39,7 @@ class Secrets:
     mongo_app_password: Secret | None = None
     vapid_private_key: Secret | None = None
     backup_webhook_url: Secret | None = None
+    registry_password: Secret | None = None
     github_runner_token: Secret | None = None
 
 
@@ -99,6 +100,11 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "tailscaleAuthKey",
         "Tailscale auth key (tagged, pre-authorised) that joins the guests to the tailnet",
         "pulumi config set --secret tailscaleAuthKey",
+    ),
+    SecretKey(
+        "registryPassword",
+        "password or access token of app.registryAuth.username (private images only)",
+        "pulumi config set --secret registryPassword",
     ),
     SecretKey(
         "githubRunnerToken",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,3 +70,27 @@ class Violation:
     policy: str
     urn: str
     message: str
+
+
+def is_dynamic(type_: str) -> bool:
+    package, _, rest = type_.partition(":")
+    return package == DYNAMIC_PACKAGE and rest.split(":", 1)[0].split("/", 1)[0] == "dynamic"
+
+
+def is_release(r: Resource) -> bool:
+    """A safe-deploy Release (the dynamic resource that carries a Compose project)."""
+    return is_dynamic(r.type) and "compose" in r.props and "project" in r.props
+
+
+def items(value: Any) -> list[Any]:
+    """A list input, or [] when it is absent, unknown or not a list."""
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+_TARGET = re.compile(r"^target=(\S+)$", re.MULTILINE)
+
+
+def writes(r: Resource) -> str | None:
+    """The host file a command writes from stdin (guest_common's `target=...` scripts)."""
+    match = _TARGET.search(str(r.props.get("create", ""))) if r.type == COMMAND else None
+    return match.group(1) if match else None

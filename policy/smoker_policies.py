@@ -22,16 +22,13 @@ markers are visible. tests/sdk/ drives the pack through its own analyzer server 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import yaml
-
+from policy.compose_policies import loopback_ports, release_images_pinned
 from policy.model import (
     COMMAND,
-    DYNAMIC_PACKAGE,
     GUESTS,
-    LOOPBACK,
     LXC,
     NO_EXPLICIT_PROVIDER,
     PROD_STACKS,
@@ -43,19 +40,12 @@ from policy.model import (
     Policy,
     Resource,
     Violation,
+    is_release,
+    items,
+    writes,
 )
 
 # --- the checks -------------------------------------------------------------------------------
-
-
-def is_dynamic(type_: str) -> bool:
-    package, _, rest = type_.partition(":")
-    return package == DYNAMIC_PACKAGE and rest.split(":", 1)[0].split("/", 1)[0] == "dynamic"
-
-
-def _is_release(r: Resource) -> bool:
-    """A safe-deploy Release (the dynamic resource that carries a Compose project)."""
-    return is_dynamic(r.type) and "compose" in r.props and "project" in r.props
 
 
 def _id_text(value: Any) -> str:
@@ -64,11 +54,6 @@ def _id_text(value: Any) -> str:
         value = int(value)
     text = str(value)
     return text.removesuffix(".0") if text.removesuffix(".0").isdigit() else text
-
-
-def _items(value: Any) -> list[Any]:
-    """A list input, or [] when it is absent, unknown or not a list."""
-    return list(value) if isinstance(value, (list, tuple)) else []
 
 
 def lxc_unprivileged(resources: Sequence[Resource]) -> Iterator[Finding]:
@@ -108,13 +93,13 @@ def prod_guests_protected(resources: Sequence[Resource]) -> Iterator[Finding]:
 
 def cloud_nic_firewall(resources: Sequence[Resource]) -> Iterator[Finding]:
     for r in resources:
-        if r.type not in GUESTS or not (r.type == LXC or "cloud" in _items(r.props.get("tags"))):
+        if r.type not in GUESTS or not (r.type == LXC or "cloud" in items(r.props.get("tags"))):
             continue
         nics = r.props.get("networkInterfaces" if r.type == LXC else "networkDevices")
         if nics == UNKNOWN:
             continue
-        if not _items(nics) or any(
-            not isinstance(nic, Mapping) or nic.get("firewall") is not True for nic in _items(nics)
+        if not items(nics) or any(
+            not isinstance(nic, Mapping) or nic.get("firewall") is not True for nic in items(nics)
         ):
             yield (
                 r,
@@ -171,7 +156,7 @@ def _secret_channel(r: Resource, path: str) -> bool:
     """An input meant to carry credentials to a host (it must be secret; see secret_inputs)."""
     if r.type == COMMAND:
         return path == "stdin"
-    return _is_release(r) and (path == "envFiles" or path.startswith("envFiles."))
+    return is_release(r) and (path == "envFiles" or path.startswith("envFiles."))
 
 
 def secret_inputs(resources: Sequence[Resource], secrets_visible: bool = True) -> Iterator[Finding]:
@@ -205,7 +190,7 @@ def secret_inputs(resources: Sequence[Resource], secrets_visible: bool = True) -
                 ),
             )
         env_files = r.props.get("envFiles")
-        if secrets_visible and _is_release(r) and env_files not in (None, {}, SECRET, UNKNOWN):
+        if secrets_visible and is_release(r) and env_files not in (None, {}, SECRET, UNKNOWN):
             yield (
                 r,
                 (
@@ -236,15 +221,6 @@ def secret_inputs(resources: Sequence[Resource], secrets_visible: bool = True) -
                     )
 
 
-_TARGET = re.compile(r"^target=(\S+)$", re.MULTILINE)
-
-
-def _writes(r: Resource) -> str | None:
-    """The host file a command writes from stdin (guest_common's `target=...` scripts)."""
-    match = _TARGET.search(str(r.props.get("create", ""))) if r.type == COMMAND else None
-    return match.group(1) if match else None
-
-
 def _sshd_options(text: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Global options (first value wins, as in sshd) and every (option, value) inside Match."""
     global_opts: dict[str, str] = {}
@@ -273,7 +249,7 @@ SSHD_REQUIRED = {
 
 def sshd_no_passwords(resources: Sequence[Resource]) -> Iterator[Finding]:
     for r in resources:
-        if _writes(r) != "/etc/ssh/sshd_config":
+        if writes(r) != "/etc/ssh/sshd_config":
             continue
         text = r.props.get("stdin")
         if text == UNKNOWN:
@@ -309,71 +285,6 @@ def sshd_no_passwords(resources: Sequence[Resource]) -> Iterator[Finding]:
                 )
 
 
-def _published_on_loopback(port: Any) -> bool:
-    if isinstance(port, Mapping):
-        return str(port.get("host_ip", "")) in LOOPBACK
-    text = str(port)
-    return any(text.startswith(f"{ip}:") for ip in LOOPBACK)
-
-
-def _guest_of(r: Resource, guests: Iterable[Resource]) -> Resource | None:
-    owners = [g for g in guests if r.name.startswith(f"{g.name}-")]
-    return max(owners, key=lambda g: len(g.name), default=None)
-
-
-def _compose_files(resources: Sequence[Resource]) -> Iterator[tuple[Resource, Any]]:
-    """Every compose file the program deploys: written by a command (MongoDB's bootstrap
-    file) or carried by a Release (the project, deployed by the safe-deploy engine)."""
-    for r in resources:
-        if (_writes(r) or "").endswith("compose.yaml"):
-            yield r, r.props.get("stdin")
-        elif _is_release(r):
-            yield r, r.props.get("compose")
-
-
-def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
-    """MongoDB anywhere, and every service on a non-device guest, publish on loopback only."""
-    guests = [r for r in resources if r.type in GUESTS]
-    for r, text in _compose_files(resources):
-        if text == UNKNOWN:
-            continue
-        try:
-            services = (yaml.safe_load(str(text)) or {}).get("services") or {}
-        except (yaml.YAMLError, AttributeError):
-            services = None
-        if not isinstance(services, Mapping):
-            yield (
-                r,
-                f"{r.label} writes a compose file that is not YAML; fix: render it with rendering/",
-            )
-            continue
-        guest = _guest_of(r, guests)
-        device = guest is not None and "device" in _items(guest.props.get("tags"))
-        for name, service in services.items():
-            if not isinstance(service, Mapping):
-                continue
-            is_mongo = name == "mongo" or str(service.get("image", "")).startswith("mongo")
-            if device and not is_mongo:
-                continue  # the device VM's UI is on the LAN by design (firewallAllow)
-            if service.get("network_mode") == "host":
-                yield (
-                    r,
-                    (
-                        f"{r.label} runs service {name} with host networking, which binds every "
-                        "interface; fix: publish its ports as 127.0.0.1:<port>:<port> instead"
-                    ),
-                )
-            for port in _items(service.get("ports")):
-                if not _published_on_loopback(port):
-                    yield (
-                        r,
-                        (
-                            f"{r.label} publishes service {name} port {port} beyond loopback; fix: "
-                            "bind it as 127.0.0.1:<host>:<container> (Tailscale serve publishes it)"
-                        ),
-                    )
-
-
 def prod_backups(resources: Sequence[Resource]) -> Iterator[Finding]:
     """Every prod guest is in an enabled vzdump job with retention; app guests run backup timers."""
     guests = [
@@ -395,7 +306,7 @@ def prod_backups(resources: Sequence[Resource]) -> Iterator[Finding]:
             j
             for j in jobs
             if UNKNOWN in (vmid, j.props.get("vmids"))
-            or vmid in [_id_text(v) for v in _items(j.props.get("vmids"))]
+            or vmid in [_id_text(v) for v in items(j.props.get("vmids"))]
         ]
         if not covering:
             yield (
@@ -472,6 +383,12 @@ POLICIES: tuple[Policy, ...] = (
         "MongoDB and the service ports are published on loopback only.",
         loopback_ports,
         False,
+    ),
+    Policy(
+        "release-images-pinned",
+        "Every image a release runs is pinned to a digest (planned at preview), never a tag alone.",
+        release_images_pinned,
+        True,
     ),
     Policy("prod-backups", "Prod guests have vzdump and MongoDB backups.", prod_backups, False),
     Policy("funnel-prod-only", "Tailscale funnel only on prod.", funnel_prod_only, True),

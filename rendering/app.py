@@ -54,6 +54,15 @@ def tagged_images(app: AppSettings) -> dict[str, str]:
     }
 
 
+def guest_images(cfg: StackConfig, guest: GuestSpec) -> dict[str, str]:
+    """The tagged image references of the services a guest's release runs."""
+    names = (
+        ("mongo", "backend", "frontend") if guest.kind == "lxc" else ("deviceService", "smokerUi")
+    )
+    tagged = tagged_images(cfg.app)
+    return {name: tagged[name] for name in names}
+
+
 def _healthcheck(app: AppSettings, test: list[str]) -> dict[str, object]:
     hc = app.healthcheck
     return {

@@ -11,6 +11,7 @@ from components.device_guest import DeviceGuest
 from components.github_runner import GithubRunner, GithubRunnerArgs
 from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
+from components.images import docker_provider
 from components.proxmox_host import SHARED_OUTPUT, ProxmoxHost, ProxmoxHostArgs
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from components.vzdump import VzdumpJob, VzdumpJobArgs
@@ -22,6 +23,8 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
     # Explicit providers only: the project disables every default provider.
     command_provider = command.Provider("command")
     opts = pulumi.ResourceOptions(providers=[command_provider])
+    # the registry lookups that pin a release's images to digests (dev and prod)
+    docker_lookups = docker_provider(cfg) if isinstance(cfg, StackConfig) else None
     host_stack = isinstance(cfg, HostStackConfig)
     host = ProxmoxHost(
         "proxmox",
@@ -31,6 +34,7 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
             secrets=cfg.secrets,
             host_shared=cfg.host_shared if isinstance(cfg, HostStackConfig) else None,
             host_stack=cfg.host_stack if isinstance(cfg, StackConfig) else None,
+            guest_vmids={g.name: g.vmid for g in cfg.guests},
         ),
         opts,
     )
@@ -86,9 +90,10 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
                 "pulumiVersion": runner.pulumi.version,
             }
         elif isinstance(cfg, StackConfig):
+            assert docker_lookups is not None
             app = AppStack(
                 f"{spec.name}-app",
-                AppStackArgs(cfg, spec, guest.access, configured),
+                AppStackArgs(cfg, spec, guest.access, configured, docker_lookups),
                 opts,
             )
             exports[spec.name]["release"] = app.release.releaseId

@@ -109,6 +109,22 @@ def backend_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     return replace(s["dev"], release, props={"compose": text})
 
 
+def release_by_tag(s: dict[str, Stack]) -> Stack:
+    """The digest dropped from prod's backend: the approved preview would not be what deploys."""
+    release = find(s["prod"], "prod-cloud-release")
+    pinned = release.props["images"]["backend"]
+    tag = pinned.split("@", 1)[0]
+    compose = release.props["compose"].replace(pinned, tag)
+    return replace(s["prod"], release, props={"compose": compose})
+
+
+def device_image_by_tag(s: dict[str, Stack]) -> Stack:
+    release = find(s["dev"], "virtual-smoker-device-release")
+    images = dict(release.props["images"])
+    images["smokerUi"] = images["smokerUi"].split("@", 1)[0]
+    return replace(s["dev"], release, props={"images": images})
+
+
 def no_vzdump(s: dict[str, Stack]) -> Stack:
     return without(s["prod"], "vzdump-prod")
 
@@ -149,6 +165,8 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     (match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
     (mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
     (backend_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
+    (release_by_tag, "release-images-pinned", "prod-cloud-release", "pin it to the registry"),
+    (device_image_by_tag, "release-images-pinned", "virtual-smoker-device-release", "digest"),
     (no_vzdump, "prod-backups", "prod-cloud", "app.vzdump"),
     (vzdump_disabled, "prod-backups", "prod-cloud", "app.vzdump"),
     (no_backup_timers, "prod-backups", "prod-cloud", "app.backups"),

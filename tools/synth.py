@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from pulumi.runtime.stack import wait_for_rpcs
 
 from config import PROJECT, CommonConfig, HostStackConfig, parse_config
 from config.stack_file import placeholder_secret, stack_file_config
+from tools.registry import RegistryError, resolve, stand_in_digest
 
 REPO = Path(__file__).resolve().parent.parent
 __all__ = ["placeholder_secret", "stack_file_config", "synthesize"]
@@ -137,12 +139,18 @@ def host_stack_outputs() -> dict[str, Any]:
     }
 
 
+REGISTRY_LOOKUP = "docker:index/getRegistryImage:getRegistryImage"
+
+
 class _Mocks(pulumi.runtime.Mocks):
     """Echo inputs back as state, with the IDs real providers would return; a stack reference
-    reads `stack_outputs` (by default the host stack's)."""
+    reads `stack_outputs` (by default the host stack's), a registry lookup `digest_of`."""
 
-    def __init__(self, stack_outputs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, stack_outputs: dict[str, Any] | None, digest_of: Callable[[str], str]
+    ) -> None:
         self.stack_outputs = stack_outputs
+        self.digest_of = digest_of
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
@@ -165,8 +173,12 @@ class _Mocks(pulumi.runtime.Mocks):
             state["stdout"] = SYNTH_NODE_CA
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        # (a bare dict: the SDK's mock monitor cannot take a tuple with no failures)
+        if args.token == REGISTRY_LOOKUP:
+            name = str(args.args["name"])
+            return {"id": name, "name": name, "sha256Digest": self.digest_of(name)}
+        return {}
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -175,6 +187,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.recorded: list[Resource] = []
+        self.invokes: list[Invoke] = []
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)
@@ -206,6 +219,12 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         return response
 
+    def Invoke(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().Invoke(request)
+        args = json_format.MessageToDict(request.args)
+        self.invokes.append(Invoke(request.tok, args, request.provider or None))
+        return response
+
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().ReadResource(request)
         self.recorded.append(
@@ -227,6 +246,15 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+@dataclass(frozen=True)
+class Invoke:
+    """A provider function the program called (e.g. a registry lookup), as the engine gets it."""
+
+    token: str
+    args: dict[str, Any]
+    provider: str | None
+
+
 @dataclass
 class Synthesis:
     stack: str
@@ -234,6 +262,7 @@ class Synthesis:
     resources: list[Resource]
     outputs: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    invokes: list[Invoke] = field(default_factory=list)
 
     def by_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -249,9 +278,11 @@ def synthesize(
     values: dict[str, str] | None = None,
     secret_keys: set[str] | None = None,
     stack_outputs: dict[str, Any] | None = None,
+    digest_of: Callable[[str], str] = stand_in_digest,
 ) -> Synthesis:
     """Evaluate the program for `stack` under mocks (a fresh Pulumi runtime every call); a stack
-    reference reads `stack_outputs` (default: what the host stack's synth exports)."""
+    reference reads `stack_outputs` (default: what the host stack's synth exports), a registry
+    lookup `digest_of` (default: the stand-in table, tools/synth_registry.json)."""
     from rendering.files import host_files
     from stacks.platform import build, load_stack_config
 
@@ -262,7 +293,7 @@ def synthesize(
     asyncio.set_event_loop(loop)
     try:
         pulumi_settings.ROOT.set(None)
-        mocks = _Mocks(stack_outputs)
+        mocks = _Mocks(stack_outputs, digest_of)
         monitor = _RecordingMonitor(mocks)
         pulumi.runtime.set_mocks(
             mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
@@ -281,7 +312,7 @@ def synthesize(
         asyncio.set_event_loop(None)
         loop.close()
     resources = sorted(monitor.recorded, key=lambda r: r.urn)
-    return Synthesis(stack, config, resources, outputs, host_files(config))
+    return Synthesis(stack, config, resources, outputs, host_files(config), monitor.invokes)
 
 
 async def _resolve_outputs() -> dict[str, Any]:
@@ -328,11 +359,19 @@ def tree(synthesis: Synthesis) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m tools.synth STACK", file=sys.stderr)
+    args = [a for a in argv if a != "--resolve"]
+    if len(args) != 1:
+        print("usage: python -m tools.synth STACK [--resolve]", file=sys.stderr)
+        print(
+            "  --resolve: ask the registries for the digests (default: stand-ins)", file=sys.stderr
+        )
         return 2
-    stack = argv[0]
-    synthesis = synthesize(stack)
+    stack = args[0]
+    try:
+        synthesis = synthesize(stack, digest_of=resolve if "--resolve" in argv else stand_in_digest)
+    except RegistryError as err:
+        print(f"synth: {err}", file=sys.stderr)
+        return 1
     out_dir = REPO / "build" / stack
     write(synthesis, out_dir)
     print(tree(synthesis))

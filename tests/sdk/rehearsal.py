@@ -96,7 +96,8 @@ from tests.sdk.rehearsal_state import (
     StepRecord,
 )
 from tests.sdk.wire import plain
-from tools.synth import host_stack_outputs
+from tools.registry import stand_in_digest
+from tools.synth import REGISTRY_LOOKUP, host_stack_outputs
 
 
 class Engine:
@@ -107,10 +108,12 @@ class Engine:
         providers: Callable[[Registration], Provider],
         state: State,
         parallel: int = PARALLEL,
+        digest_of: Callable[[str], str] = stand_in_digest,
     ) -> None:
         self.providers = providers
         self.state = state
         self.parallel = parallel
+        self.digest_of = digest_of  # the registry lookups (pulumi-docker's, at preview too)
 
     def up(
         self,
@@ -131,7 +134,11 @@ class Engine:
         try:
             pulumi_settings.ROOT.set(None)
             pulumi.runtime.set_mocks(
-                _NoMocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor
+                _NoMocks(self.digest_of),
+                project=PROJECT,
+                stack=stack,
+                preview=preview,
+                monitor=monitor,
             )
             values, secret_keys = config
             set_all_config(values, sorted(secret_keys))
@@ -182,7 +189,11 @@ def _registration_of(old: ResourceState) -> Registration:
 
 
 class _NoMocks(pulumi.runtime.Mocks):
-    """Only reads reach these: a stack reference reads what the host stack exports."""
+    """Only reads and invokes reach these: a stack reference reads what the host stack exports,
+    a registry lookup answers with `digest_of`."""
+
+    def __init__(self, digest_of: Callable[[str], str] = stand_in_digest) -> None:
+        self.digest_of = digest_of
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if args.typ == "pulumi:pulumi:StackReference":
@@ -190,8 +201,11 @@ class _NoMocks(pulumi.runtime.Mocks):
             return args.resource_id or args.name, {"name": args.resource_id, "outputs": outputs}
         return f"{args.name}-id", dict(args.inputs)
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        if args.token == REGISTRY_LOOKUP:
+            name = str(args.args["name"])
+            return {"id": name, "name": name, "sha256Digest": self.digest_of(name)}
+        return {}
 
 
 class EngineMonitor(pulumi_mocks.MockMonitor):

@@ -136,6 +136,20 @@ def test_deploys_guard_the_preview_and_apply_the_plan_and_fail_on_rollback(name:
     assert 'grep -q "Rolled back: release"' in text and "set -o pipefail" in text
     assert 'grep -q "The rollback to .* failed too"' in text
     assert text.count("--policy-pack policy") >= 2
+    # a tag that moved between plan and apply: the engine's refusal is named, as a failure
+    violated = text.index('grep -q "violates plan"')
+    assert up < violated and "exit 1" in text[violated : violated + 400]
+    # the preview pins digests: no revision stamp is needed to redeploy a moved nightly
+    assert "app.deploy.revision" not in text
+
+
+def test_the_pr_preview_comments_the_images_each_stack_would_deploy() -> None:
+    job = load(REPO / ".github" / "workflows" / "preview.yml")["jobs"]["preview"]
+    runs = [s.get("run", "") for s in job["steps"]]
+    (render,) = [r for r in runs if "tools.preview_comment" in r]
+    assert 'pulumi preview --stack "$STACK" --json' in render
+    scripts = [s["with"]["script"] for s in job["steps"] if "github-script" in s.get("uses", "")]
+    assert any("images.md" in s and "updateComment" in s for s in scripts)
 
 
 def test_prod_apply_waits_for_approval_and_applies_the_saved_plan() -> None:

@@ -63,6 +63,7 @@ from tests.sdk.rehearsal_state import (
 from tests.sdk.wire import UNKNOWN
 from tests.tier3.baseline_env import docker_versions
 from tests.tier3.release_env import N, Releases, release_config
+from tools.registry import resolve
 from tools.synth import SYNTH_HOST_KEY
 
 NETWORK = "smoker-rehearsal"
@@ -308,7 +309,10 @@ class Rehearsal:
     def up(
         self, preview: bool = False, replace: tuple[str, ...] = (), raw: Raw | None = None
     ) -> Run:
-        engine = RehearsalEngine(self.providers(), self.state)
+        # the digests a preview would plan: the registry stand-in answers the lookups
+        engine = RehearsalEngine(
+            self.providers(), self.state, digest_of=lambda ref: resolve(ref, insecure=True)
+        )
         run = engine.up(self.build, raw or self.raw, preview=preview, replace=replace)
         if not preview:
             self.runs.append(run)

@@ -271,3 +271,9 @@ def test_the_runner_cli_is_the_version_the_workflows_pin(host: Synthesis) -> Non
     ]
     assert isinstance(host.config, HostStackConfig)
     assert host.config.runner.pulumi.version == sdk
+
+
+def test_a_guest_on_the_templates_vmid_stops_before_any_guest_registers() -> None:
+    raw = set_path(stack_raw("dev"), "guests.dev-cloud.vmid", 9000)
+    with pytest.raises(pulumi.RunError, match=r"guests.dev-cloud.vmid = 9000 is the VMID of the"):
+        synthesize("dev", *raw)

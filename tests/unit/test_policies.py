@@ -13,8 +13,8 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import check
 from policy.crossguard import crossguard_policies, from_policy_args
-from policy.model import LXC, Resource, Violation
-from policy.smoker_policies import POLICIES, is_dynamic, violations
+from policy.model import LXC, Resource, Violation, is_dynamic
+from policy.smoker_policies import POLICIES, violations
 from tests.configs import set_path, stack_raw
 from tests.policy_mutations import MUTATIONS, Stack, find, no_vzdump, plain_password, replace
 from tools.synth import synthesize

@@ -278,11 +278,13 @@ def test_users_converge_between_mongo_and_the_first_release(dev: Synthesis) -> N
         ),
     ],
 )
-def test_each_guest_has_a_release_with_tag_images_and_its_checks(
+def test_each_guest_has_a_release_with_planned_images_and_its_checks(
     dev: Synthesis, guest: str, images: list[str], checks: list[str]
 ) -> None:
     release = dev.one(RELEASE, f"{guest}-release").inputs
-    assert list(service_images(release["compose"]).values()) == images
+    planned = list(service_images(release["compose"]).values())
+    assert [ref.split("@sha256:")[0] for ref in planned] == images
+    assert all("@sha256:" in ref for ref in planned)
     assert [c["url"] for c in release["checks"]["http"]] == checks
     assert release["backup"] is (guest == "dev-cloud")
     assert release["stack"] == "dev" and release["appDir"] == "/opt/smart-smoker-dev"

@@ -1,0 +1,57 @@
+"""The PR comment of image changes, rendered from recorded `pulumi preview --json` documents
+(tests/fixtures/preview/images-*.json: nightly's backend moved on dev, a device release recorded
+before digests were planned, prod moved from v1.0.0 to v1.1.0)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tools.preview_comment import MARKER, comment, main, rows
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "preview"
+
+
+def preview(stack: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / f"images-{stack}.json").read_text())
+    return loaded
+
+
+def test_each_service_shows_its_digest_change_or_unchanged() -> None:
+    found = {(g, s): change for _, g, s, change in rows("dev", preview("dev"))}
+    assert found[("dev-cloud", "backend")] == (
+        "`nightly@sha256:da9cbefb8e27` → `nightly@sha256:999999999999`"
+    )
+    assert found[("dev-cloud", "frontend")] == "unchanged `nightly@sha256:7d076a6e0a84`"
+    # a release recorded before the preview planned digests carried the tag only
+    assert found[("virtual-smoker-device", "smokerUi")].startswith("`nightly` (tag only) → ")
+    prod = {s: change for _, _, s, change in rows("prod", preview("prod"))}
+    assert prod["backend"].startswith("`v1.0.0@sha256:") and "→ `v1.1.0@sha256:" in prod["backend"]
+    assert prod["mongo"].startswith("unchanged `7.0@sha256:")
+
+
+def test_the_comment_has_one_marker_and_a_row_per_service() -> None:
+    text = comment({"dev": preview("dev"), "prod": preview("prod")})
+    marker = MARKER.format(stacks="dev+prod")
+    assert text.startswith(marker) and text.count("<!-- smoker-infra:images") == 1
+    assert text.count("\n| dev |") == 5 and text.count("\n| prod |") == 3
+    assert "[secret]" not in text
+
+
+def test_same_create_and_delete_steps() -> None:
+    step = preview("dev")["steps"][0]
+    same = {"steps": [{**step, "op": "same"}]}
+    assert all(change.startswith("unchanged") for *_, change in rows("dev", same))
+    created = {"steps": [{**step, "op": "create", "oldState": None}]}
+    assert all(change.startswith("new `") for *_, change in rows("dev", created))
+    deleted = {"steps": [{**step, "op": "delete"}]}
+    assert list(rows("dev", deleted)) == [("dev", "dev-cloud", "(all)", "removed")]
+
+
+def test_bad_input_exits_2_with_the_fix(tmp_path: Path, capsys: Any) -> None:
+    broken = tmp_path / "p.json"
+    broken.write_text("[]")
+    assert main([f"dev={broken}"]) == 2
+    assert main(["dev"]) == 2
+    assert "pulumi preview --json" in capsys.readouterr().err
