@@ -12,6 +12,7 @@ from components.github_runner import GithubRunner, GithubRunnerArgs
 from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
 from components.proxmox_host import SHARED_OUTPUT, ProxmoxHost, ProxmoxHostArgs
+from components.tailnet_keys import key_minter
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from components.vzdump import VzdumpJob, VzdumpJobArgs
 from config import CommonConfig, ConfigError, HostStackConfig, StackConfig, parse_config
@@ -22,6 +23,7 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
     # Explicit providers only: the project disables every default provider.
     command_provider = command.Provider("command")
     opts = pulumi.ResourceOptions(providers=[command_provider])
+    minter = key_minter(cfg)  # tailscale.mintKeys: the `tailscale` provider, else None
     host_stack = isinstance(cfg, HostStackConfig)
     host = ProxmoxHost(
         "proxmox",
@@ -57,7 +59,6 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
         )
         configured = baseline.done
         if spec.tailscale is not None:
-            assert cfg.secrets.tailscale_auth_key is not None
             tailscale = TailscaleNode(
                 f"{spec.name}-tailscale",
                 TailscaleNodeArgs(
@@ -66,6 +67,7 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
                     cfg.secrets.tailscale_auth_key,
                     guest.access,
                     baseline.done,
+                    minter,
                 ),
                 opts,
             )
