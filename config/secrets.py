@@ -110,7 +110,8 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
     ),
     SecretKey(
         "tailscaleOauthClientSecret",
-        "secret (tskey-client-...) of that OAuth client, when tailscale.mintKeys is true",
+        "secret (tskey-client-...) of the Tailscale OAuth client that mints each guest's auth key "
+        "when tailscale.mintKeys is true",
         "pulumi config set --secret tailscaleOauthClientSecret",
     ),
     SecretKey(
