@@ -43,6 +43,7 @@ from config.stack import (
     StackConfig,
     StackFile,
 )
+from config.tailscale import TailnetSettings
 
 SECTIONS = {(f.alias or name): name for name, f in StackFile.model_fields.items()}
 
@@ -177,10 +178,12 @@ def parse_config(
     ]
     problems += check_proxmox_auth(secrets, keyctl, proxmox.username if proxmox else None, stack)
     host = environment == "host"
+    tailnet_settings: TailnetSettings = sections.get("tailscale") or TailnetSettings()
     required = required_secrets(
         host=host,
         tailscale=any(g.tailscale for g in guests),
         cloud=not host and any(g.kind == "lxc" for g in guests),
+        mint_tailscale_keys=tailnet_settings.mint_keys,
     )
     problems += check_required(secrets, required, stack)
     if sections.get("app") is not None and sections["app"].registry_auth is not None:
@@ -188,7 +191,6 @@ def parse_config(
 
     if problems:
         raise ConfigError(stack, problems)
-    tailnet = sections["tailscale"].tailnet if sections.get("tailscale") else None
     assert environment in ENVIRONMENTS and proxmox and network
     common: dict[str, Any] = dict(
         stack=stack,
@@ -199,7 +201,8 @@ def parse_config(
         ssh_authorized_keys=sections["sshAuthorizedKeys"],
         readiness_timeout_seconds=sections["readinessTimeoutSeconds"],
         baseline=sections["baseline"],
-        tailnet=tailnet or "",
+        tailnet=tailnet_settings.tailnet or "",
+        tailscale=tailnet_settings,
         secrets=Secrets(**{attribute(key): value for key, value in secrets.items()}),
     )
     if host:

@@ -35,6 +35,8 @@ class Secrets:
     proxmox_api_token: Secret | None = None
     proxmox_ssh_private_key: Secret | None = None
     tailscale_auth_key: Secret | None = None
+    tailscale_oauth_client_id: Secret | None = None
+    tailscale_oauth_client_secret: Secret | None = None
     mongo_root_password: Secret | None = None
     mongo_app_password: Secret | None = None
     vapid_private_key: Secret | None = None
@@ -105,6 +107,18 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "registryPassword",
         "password or access token of app.registryAuth.username (private images only)",
         "pulumi config set --secret registryPassword",
+    ),
+    SecretKey(
+        "tailscaleOauthClientId",
+        "ID of the Tailscale OAuth client (scope auth_keys, owning the guests' tags) that mints "
+        "each guest's auth key when tailscale.mintKeys is true",
+        "pulumi config set --secret tailscaleOauthClientId",
+    ),
+    SecretKey(
+        "tailscaleOauthClientSecret",
+        "secret (tskey-client-...) of the Tailscale OAuth client that mints each guest's auth key "
+        "when tailscale.mintKeys is true",
+        "pulumi config set --secret tailscaleOauthClientSecret",
     ),
     SecretKey(
         "githubRunnerToken",
@@ -208,6 +222,14 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
             "is not a GitHub registration token or personal access token (letters, digits, _)",
             f"copy it again without spaces or quotes and run `{spec.command(stack)}`",
         )
+    if spec.key.startswith("tailscaleOauth") and re.search(r"\s", value.strip()):
+        yield bad("must be a single word (no spaces or line breaks)")
+    if spec.key.startswith("tailscaleOauth") and value.strip().startswith("tskey-auth-"):
+        yield bad(
+            "is an auth key, not an OAuth client credential",
+            "create an OAuth client with the auth_keys scope in the admin console "
+            f"(Settings > Trust credentials) and run `{spec.command(stack)}` with its credential",
+        )
     if spec.key == "proxmoxApiToken" and not re.fullmatch(r"[^@\s]+@[^!\s]+![^=\s]+=\S+", value):
         yield bad(
             "must look like user@realm!tokenid=uuid",
@@ -215,11 +237,17 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
         )
 
 
-def required_secrets(*, host: bool, tailscale: bool, cloud: bool) -> list[str]:
+def required_secrets(
+    *, host: bool, tailscale: bool, cloud: bool, mint_tailscale_keys: bool = False
+) -> list[str]:
+    """The secrets a stack needs. With `tailscale.mintKeys` the OAuth client replaces
+    `tailscaleAuthKey`, which is then not read (kept, it lets mintKeys be turned off again)."""
     required = ["guestSshPrivateKey"]
     if host:
         required += ["proxmoxSshPrivateKey", "githubRunnerToken"]
-    if tailscale:
+    if tailscale and mint_tailscale_keys:
+        required += ["tailscaleOauthClientId", "tailscaleOauthClientSecret"]
+    elif tailscale:
         required.append("tailscaleAuthKey")
     if cloud:
         required += ["mongoRootPassword", "mongoAppPassword", "vapidPrivateKey"]

@@ -67,6 +67,7 @@ class CommonConfig(Model):
     readiness_timeout_seconds: int
     baseline: BaselineSettings
     tailnet: str
+    tailscale: TailnetSettings = Field(default_factory=TailnetSettings)  # mintKeys and expiry
     secrets: Secrets = Field(repr=False)
 
     def guest(self, name: str) -> GuestSpec:

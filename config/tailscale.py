@@ -12,6 +12,10 @@ from config.errors import Problem, fail, problem
 from config.fields import Bool, Hostname, Int, Model, Text, TextList, ranged, rule
 
 FUNNEL_PORTS = (443, 8443, 10000)
+# A minted auth key only has to last from its creation (just before the guest's Tailscale steps)
+# until `tailscale up` uses it: 10 minutes covers installing Tailscale, a day a stalled run.
+KEY_EXPIRY_MIN_SECONDS = 600
+KEY_EXPIRY_MAX_SECONDS = 86400
 _TS_TAG = re.compile(r"^tag:[a-z0-9-]+$")
 
 
@@ -95,3 +99,17 @@ class TailnetSettings(Model):
         description="the tailnet's DNS name (for the https URLs)",
         examples=["tail74646.ts.net"],
     )
+    mint_keys: Bool = Field(
+        False,
+        description="mint each guest's single-use auth key with the OAuth client "
+        "(tailscaleOauthClientId/-Secret) instead of using tailscaleAuthKey",
+    )
+    key_expiry_seconds: Annotated[
+        Int,
+        ranged(
+            KEY_EXPIRY_MIN_SECONDS,
+            KEY_EXPIRY_MAX_SECONDS,
+            "s",
+            "use e.g. 3600: the key only has to last until the guest joins",
+        ),
+    ] = Field(3600, description="with mintKeys: how long a minted key stays usable")

@@ -13,6 +13,7 @@ from components.guest_baseline import GuestBaseline, GuestBaselineArgs
 from components.guest_common import GuestArgs
 from components.images import docker_provider
 from components.proxmox_host import SHARED_OUTPUT, ProxmoxHost, ProxmoxHostArgs
+from components.tailnet_keys import key_minter
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from components.vzdump import VzdumpJob, VzdumpJobArgs
 from config import CommonConfig, ConfigError, HostStackConfig, StackConfig, parse_config
@@ -25,6 +26,7 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
     opts = pulumi.ResourceOptions(providers=[command_provider])
     # the registry lookups that pin a release's images to digests (dev and prod)
     docker_lookups = docker_provider(cfg) if isinstance(cfg, StackConfig) else None
+    minter = key_minter(cfg)  # tailscale.mintKeys: the `tailscale` provider, else None
     host_stack = isinstance(cfg, HostStackConfig)
     host = ProxmoxHost(
         "proxmox",
@@ -61,7 +63,6 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
         )
         configured = baseline.done
         if spec.tailscale is not None:
-            assert cfg.secrets.tailscale_auth_key is not None
             tailscale = TailscaleNode(
                 f"{spec.name}-tailscale",
                 TailscaleNodeArgs(
@@ -70,6 +71,7 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
                     cfg.secrets.tailscale_auth_key,
                     guest.access,
                     baseline.done,
+                    minter,
                 ),
                 opts,
             )

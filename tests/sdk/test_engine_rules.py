@@ -28,7 +28,12 @@ STACKS = ("host", "dev", "prod")
 
 @pytest.fixture(scope="module")
 def stacks() -> dict[str, Synthesis]:
-    return {stack: synthesize(stack) for stack in STACKS}
+    """The three stacks, and dev with the optional features on (tailscale.mintKeys: the
+    explicit `tailscale` provider and one TailnetKey per guest)."""
+    minted = set_path(stack_raw("dev"), "tailscale.mintKeys", True)
+    return {stack: synthesize(stack) for stack in STACKS} | {
+        "dev (mintKeys)": synthesize("dev", *minted)
+    }
 
 
 def each(stacks: dict[str, Synthesis]) -> Iterator[tuple[str, Resource]]:
@@ -89,6 +94,7 @@ def test_every_package_with_an_explicit_provider_denies_its_default(
         if r.type.startswith("pulumi:providers:")
     }
     assert explicit and explicit <= set(disabled)
+    assert "tailscale" in explicit  # the mintKeys variant: keys never use a default provider
     assert "*" not in disabled
 
 

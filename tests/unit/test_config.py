@@ -88,6 +88,50 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ),
     ("missing-guest-key", at("guestSshPrivateKey", None), "guestSshPrivateKey", "--secret"),
     (
+        "key-expiry-too-short",
+        at("tailscale.keyExpirySeconds", 60),
+        "keyExpirySeconds",
+        "600..86400",
+    ),
+    (
+        "key-expiry-too-long",
+        at("tailscale.keyExpirySeconds", 7776000),
+        "tailscale.keyExpirySeconds",
+        "until the guest joins",
+    ),
+    (
+        "mint-keys-not-bool",
+        at("tailscale.mintKeys", "maybe"),
+        "tailscale.mintKeys",
+        "true or false",
+    ),
+    (
+        "mint-keys-without-oauth-client",
+        lambda raw: set_path(
+            set_path(raw, "tailscale.mintKeys", True), "tailscaleOauthClientSecret", None
+        ),
+        "tailscaleOauthClientSecret",
+        "`pulumi config set --secret --stack dev tailscaleOauthClientSecret`",
+    ),
+    (
+        "oauth-secret-in-plain-text",
+        at("tailscaleOauthClientSecret", "tskey-client-" + SECRET_TEXT),
+        "tailscaleOauthClientSecret",
+        "--secret --stack dev tailscaleOauthClientSecret",
+    ),
+    (
+        "oauth-secret-is-an-auth-key",
+        at("tailscaleOauthClientSecret", "tskey-auth-" + SECRET_TEXT, secret=True),
+        "tailscaleOauthClientSecret",
+        "not an OAuth client credential",
+    ),
+    (
+        "oauth-client-id-two-words",
+        at("tailscaleOauthClientId", "client " + SECRET_TEXT, secret=True),
+        "tailscaleOauthClientId",
+        "single word",
+    ),
+    (
         "guest-key-is-public",
         at("guestSshPrivateKey", "ssh-ed25519 AAAA " + SECRET_TEXT, secret=True),
         "guestSshPrivateKey",
