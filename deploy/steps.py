@@ -96,8 +96,9 @@ def pull(t: Transport, compose: str, timeout: float, renew: Callable[[], None]) 
 
 def _as_planned(ref: str, repo: str, planned: str, digests: list[str]) -> str:
     """`repo@<planned>` when the tag, pulled now, is still the planned digest; else the
-    refusal naming both. (RepoDigests lists every digest of this repository that names the
-    pulled image, so the planned one is among them exactly when it is what the tag serves.)"""
+    refusal naming both. (`RepoDigests` lists the digests of this repository that name the
+    image the tag serves now; for a multi-arch tag, the index's. The planned digest is among
+    them only when it names that very image.)"""
     want = f"{repo}@{planned}"
     if want in digests:
         return want
