@@ -134,17 +134,25 @@ def remove(*paths: str) -> str:
     return "rm -rf " + " ".join(q(path) for path in paths)
 
 
-def pull_pinned(ref: str) -> str:
+def pull_pinned(ref: str, platform: str | None = None) -> str:
     """A `repo@sha256:` reference: pulled unless it is already here."""
-    return f"docker image inspect {q(ref)} >/dev/null 2>&1 || docker pull -q {q(ref)}"
+    pull = f"docker pull -q{_on(platform)} {q(ref)}"
+    return f"docker image inspect {q(ref)} >/dev/null 2>&1 || {pull}"
 
 
-def pull_tag(ref: str) -> str:
-    """A tag: pulled, then its registry digests (a JSON list) printed."""
+def pull_tag(ref: str, platform: str | None = None) -> str:
+    """A tag: pulled, then its registry digests (a JSON list) printed. For a multi-arch tag
+    the registry digest is the index's (the manifest list's), whatever the platform."""
     return (
-        f"docker pull -q {q(ref)} >/dev/null && "
+        f"docker pull -q{_on(platform)} {q(ref)} >/dev/null && "
         f"docker image inspect --format '{{{{json .RepoDigests}}}}' {q(ref)}"
     )
+
+
+def _on(platform: str | None) -> str:
+    """The service's `platform:` (e.g. linux/arm/v7 on the x86 device VM): the image pulled is
+    the one compose runs, and an index without the machine's own platform still pulls."""
+    return f" --platform {q(platform)}" if platform else ""
 
 
 def seal(staging: str, target: str) -> str:

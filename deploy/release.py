@@ -102,9 +102,24 @@ def service_images(compose: str) -> dict[str, str]:
 
 def repository(ref: str) -> str:
     """`host:5000/a/b:tag@sha256:..` -> `host:5000/a/b`."""
-    name = ref.split("@", 1)[0]
+    return split_ref(ref)[0]
+
+
+def split_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """`host:5000/a/b:tag@sha256:..` -> (`host:5000/a/b`, `tag`, `sha256:..`); the tag and
+    the digest are None when the reference has none (a registry's port is not a tag)."""
+    name, at, digest = ref.partition("@")
     last = name.rsplit("/", 1)[-1]
-    return name.rsplit(":", 1)[0] if ":" in last else name
+    repo, tag = name.rsplit(":", 1) if ":" in last else (name, None)
+    return repo, tag, digest if at else None
+
+
+def service_platforms(compose: str) -> dict[str, str]:
+    """image reference -> the `platform:` its service runs on (only services that name one)."""
+    services = (yaml.safe_load(compose) or {}).get("services") or {}
+    return {
+        str(svc["image"]): str(svc["platform"]) for svc in services.values() if svc.get("platform")
+    }
 
 
 def pin(compose: str, pinned: Mapping[str, str]) -> str:

@@ -16,7 +16,14 @@ from typing import Any
 from deploy import commands
 from deploy.checks import tail
 from deploy.record import StepError
-from deploy.release import ReleaseSpec, Site, repository, service_images
+from deploy.release import (
+    ReleaseSpec,
+    Site,
+    repository,
+    service_images,
+    service_platforms,
+    split_ref,
+)
 from deploy.transport import Transport
 from layout import COMPOSE_FILE, MANIFEST, STAGING_PREFIX
 
@@ -58,24 +65,50 @@ def stage(t: Transport, site: Site, spec: ReleaseSpec) -> str:
 
 
 def pull(t: Transport, compose: str, timeout: float, renew: Callable[[], None]) -> dict[str, str]:
-    """Pull every image once and resolve it to `repo@sha256:...` (only digests from here)."""
+    """Pull every image once and resolve it to `repo@sha256:...` (only digests from here).
+
+    Three kinds of reference: `repo@sha256:` (pulled unless present), `repo:tag` (pulled, then
+    pinned to the digest the registry serves for it) and `repo:tag@sha256:` (the digest planned
+    at preview time: the tag is pulled and must still be that digest, else the deploy stops
+    here, before anything changed)."""
+    platforms = service_platforms(compose)
     pinned: dict[str, str] = {}
     for ref in sorted(set(service_images(compose).values())):
         renew()
-        by_digest = "@sha256:" in ref
-        command = commands.pull_pinned(ref) if by_digest else commands.pull_tag(ref)
-        got = t.run(command, timeout=timeout)
-        if not got.ok:
-            raise StepError("pull", f"pulling {ref} failed: {tail(got.stderr)}")
-        if by_digest:
+        repo, tag, planned = split_ref(ref)
+        platform = platforms.get(ref)
+        if planned is not None and tag is None:
+            got = t.run(commands.pull_pinned(ref, platform), timeout=timeout)
+            if not got.ok:
+                raise StepError("pull", f"pulling {ref} failed: {tail(got.stderr)}")
             pinned[ref] = ref
             continue
-        repo = repository(ref)
+        tagged = ref if planned is None else f"{repo}:{tag}"  # a planned digest: pull its tag
+        got = t.run(commands.pull_tag(tagged, platform), timeout=timeout)
+        if not got.ok:
+            raise StepError("pull", f"pulling {tagged} failed: {tail(got.stderr)}")
         digests = [d for d in json.loads(got.stdout or "[]") if repository(d) == repo]
         if not digests:
-            raise StepError("pull", f"{ref} has no registry digest for {repo}")
-        pinned[ref] = digests[0]
+            raise StepError("pull", f"{tagged} has no registry digest for {repo}")
+        pinned[ref] = digests[0] if planned is None else _as_planned(ref, repo, planned, digests)
     return pinned
+
+
+def _as_planned(ref: str, repo: str, planned: str, digests: list[str]) -> str:
+    """`repo@<planned>` when the tag, pulled now, is still the planned digest; else the
+    refusal naming both. (`RepoDigests` lists the digests of this repository that name the
+    image the tag serves now; for a multi-arch tag, the index's. The planned digest is among
+    them only when it names that very image.)"""
+    want = f"{repo}@{planned}"
+    if want in digests:
+        return want
+    now = " or ".join(d.partition("@")[2] for d in digests)
+    raise StepError(
+        "pull",
+        f"{ref}: the preview planned {planned}, but the registry now serves {now} for this "
+        "tag: the tag moved after the preview was approved. Run the preview again and approve "
+        "the new digests, then deploy",
+    )
 
 
 def seal(

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from components.release import ReleaseProvider
 from config import DeploySettings, HealthcheckSettings, StackConfig
+from deploy.release import split_ref
 from rendering import app
 from testbed.harness import Engine, Guest
 from testbed.registry import Registry
@@ -42,6 +45,22 @@ class Releases:
             "backend": f"{self.ref(BACKEND)}@{self.registry.resolve(BACKEND, version)}",
             "frontend": f"{self.ref(FRONTEND)}@{self.registry.resolve(FRONTEND, version)}",
         }
+
+    def point(self, tag: str, version: str) -> None:
+        """Point the app images' `tag` at release `version` (a tag like `nightly` moving
+        upstream: the same as pushing that release again under the tag)."""
+        for repo in (BACKEND, FRONTEND):
+            self.registry.move_tag(repo, tag, self.registry.resolve(repo, version))
+
+    def plan(self, props: dict[str, Any]) -> dict[str, Any]:
+        """The Release inputs as the Pulumi program plans them at preview time: every image
+        `repo:tag@sha256:...` with the digest the registry serves for the tag now."""
+        project = yaml.safe_load(props["compose"])
+        for svc in project["services"].values():
+            repo, tag, _ = split_ref(svc["image"])
+            name = repo.removeprefix(f"{self.registry.address}/")
+            svc["image"] = f"{repo}:{tag}@{self.registry.resolve(name, tag or 'latest')}"
+        return {**props, "compose": yaml.safe_dump(project, sort_keys=False, width=1000)}
 
 
 def publish_releases(engine: Engine, registry: Registry) -> Releases:

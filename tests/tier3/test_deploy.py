@@ -35,6 +35,7 @@ from testbed.harness.engine import poll_until
 from tests.tier3.app_env import SECRETS, user_props
 from tests.tier3.baseline_env import Baselined, apply_plan, guest_stack_config, plan, served_crun
 from tests.tier3.release_env import (
+    BACKEND,
     N1,
     N2,
     N,
@@ -342,6 +343,38 @@ def test_10_cli_rollback_to_an_older_release(site: Site) -> None:
     assert f"release: {older}" in out and "healthy: True" in out
     code, out, _ = site.cli("history")
     assert re.search(rf"rollback +deployed +{older} by ", out.splitlines()[-1])
+
+
+def test_11_a_tag_moved_after_the_preview_is_refused_and_the_new_plan_deploys(
+    site: Site,
+) -> None:
+    live = site.live_images()
+    planned, moved = (N, N1) if live == site.releases.digests(N) else (N1, N)
+    assert live == site.releases.digests(planned)
+    site.releases.point("planned", planned)  # release N published under a tag
+    approved = site.releases.plan(site.props("planned"))  # the preview plans N's digests
+    site.releases.point("planned", moved)  # the tag is pushed again, now N+1's image
+    before = site.snapshot()
+    with pytest.raises(DeployError) as raised:
+        deploy(approved, site.state)
+    message = str(raised.value)
+    backend = site.releases.digests(planned)["backend"].partition("@")[2]
+    now = site.releases.digests(moved)["backend"].partition("@")[2]
+    assert f"failed at pull: {site.releases.ref(BACKEND, 'planned')}@{backend}: " in message
+    assert f"the preview planned {backend}, but the registry now serves {now}" in message
+    assert "Run the preview again and approve the new digests" in message
+    assert "Nothing was changed on the host" in message
+    assert site.snapshot() == before  # the live release untouched ...
+    assert site.cli("status")[1].count("healthy: True") == 1  # ... and verified
+    record = site.ledger()[-1]
+    assert (record["outcome"], record["step"]) == ("failed", "pull")
+    assert backend in record["error"] and now in record["error"]
+    # run the preview again: the new plan deploys, by digest
+    site.state = deploy(site.releases.plan(site.props("planned")), site.state)
+    assert site.live_images() == site.releases.digests(moved) == site.state["digests"]
+    manifest = json.loads(site.run(f"cat {APP_DIR}/current/manifest.json").stdout)
+    assert manifest["digests"] == site.releases.digests(moved)
+    assert site.ledger()[-1]["outcome"] == "deployed"
 
 
 def test_a_baseline_step_and_a_deploy_never_overlap(site: Site) -> None:

@@ -22,13 +22,24 @@ def digest(name: str, version: str) -> str:
     return f"{REG}/{name}@sha256:{(name + version).encode().hex().ljust(64, '0')[:64]}"
 
 
-def compose(version: str) -> str:
+def compose(version: str, planned: bool = False) -> str:
+    """The release of `version` by tag, or (`planned`) by tag and the digest the preview
+    planned for it, `repo:tag@sha256:...`, as the Pulumi program hands it over."""
+
+    def image(name: str, tag: str) -> str:
+        return f"{REG}/{name}:{tag}" + (f"@{planned_digest(name, tag)}" if planned else "")
+
     services = {
-        "mongo": {"image": f"{REG}/mongo:7.0", "env_file": ["mongo.env"]},
-        "backend": {"image": f"{REG}/backend:{version}", "env_file": ["backend.env"]},
-        "frontend": {"image": f"{REG}/frontend:{version}"},
+        "mongo": {"image": image("mongo", "7.0"), "env_file": ["mongo.env"]},
+        "backend": {"image": image("backend", version), "env_file": ["backend.env"]},
+        "frontend": {"image": image("frontend", version)},
     }
     return json.dumps({"name": PROJECT, "services": services})
+
+
+def planned_digest(name: str, version: str) -> str:
+    """`sha256:...` of the image the registry serves for `name:version` (at preview time)."""
+    return digest(name, version).partition("@")[2]
 
 
 CHECKS = Checks(
@@ -37,12 +48,12 @@ CHECKS = Checks(
 )
 
 
-def spec(version: str, password: str = APP_PASSWORD) -> ReleaseSpec:
+def spec(version: str, password: str = APP_PASSWORD, planned: bool = False) -> ReleaseSpec:
     env = {
         "backend.env": f"DB_URL=mongodb://smartsmoker:{password}@mongo:27017/smartsmoker\n",
         "mongo.env": "MONGO_INITDB_ROOT_PASSWORD=root-secret\n",
     }
-    return ReleaseSpec(compose(version), env, CHECKS)
+    return ReleaseSpec(compose(version, planned), env, CHECKS)
 
 
 class Clock:

@@ -83,6 +83,7 @@ class Container:
 @dataclass
 class FakeHost:
     registry: dict[str, str] = field(default_factory=dict)  # tag ref -> digest ref
+    moved: set[str] = field(default_factory=set)  # digest refs a moved tag no longer serves
     broken: set[str] = field(default_factory=set)  # digest refs whose containers go unhealthy
     http_broken: set[str] = field(default_factory=set)  # healthy, but their endpoint fails
     files: dict[str, str] = field(default_factory=dict)
@@ -113,6 +114,11 @@ class FakeHost:
         """Fail the next `step` command (after `skip` that succeed) with exit 1, or drop the
         connection; with `when`, fail every `step` command it matches instead."""
         self.failures[step] = Failure(skip, "drop" if drop else "exit", when)
+
+    def move_tag(self, tag_ref: str, digest_ref: str) -> None:
+        """Point a tag at another image upstream (what it served stays pullable by digest)."""
+        self.moved.add(self.registry[tag_ref])
+        self.registry[tag_ref] = digest_ref
 
     def ledger(self) -> list[dict[str, Any]]:
         text = self.files.get(LEDGER_PATH, "")
@@ -239,7 +245,8 @@ class FakeHost:
     def _pull(self, command: str, stdin: bytes) -> CommandResult:
         ref = shlex.split(command.split(">", 1)[0])[-1]
         if "@sha256:" in ref:
-            if ref not in self.images and ref not in self.registry.values():
+            known = self.images | self.moved | set(self.registry.values())
+            if ref not in known:
                 return CommandResult(1, "", f"manifest for {ref} not found")
             self.images.add(ref)
             return self._ok()
