@@ -212,7 +212,7 @@ class EngineMonitor(pulumi_mocks.MockMonitor):
     """The resource monitor of the engine model: a registration answers when its step is done."""
 
     def __init__(self, engine: Engine, run: Run, preview: bool, replace: set[str]) -> None:
-        super().__init__(_NoMocks())
+        super().__init__(_NoMocks(engine.digest_of))  # (the mocks its reads and invokes ask)
         self.engine = engine
         self.run = run
         self.preview = preview

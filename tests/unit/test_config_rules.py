@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -371,9 +372,17 @@ def test_a_missing_host_stack_output_reaches_pulumi_as_the_message_alone(stack: 
     output = result.stdout + result.stderr
     assert result.returncode == 32, output
     assert "error: the host stack 'organization/smoker-infra/host' has no output" in output
-    # (the SDK's own DeprecationWarning for CopyFile shows with -W default; not ours)
+    # Not ours, and not under the engine: the SDK's DeprecationWarning for CopyFile (shown with
+    # -W default), and at exit the event loops the mock monitor opens in the registry lookups'
+    # executor threads (pulumi.runtime.mocks._ensure_event_loop), collected unclosed.
+    ours = re.sub(
+        r"Exception ignored in: <function BaseEventLoop.__del__.*?Invalid file descriptor: -1\n",
+        "",
+        output,
+        flags=re.S,
+    )
     for noise in ("Traceback", "Task exception", "never retrieved", "RuntimeWarning"):
-        assert noise not in output, output
+        assert noise not in ours, ours
 
 
 # ---------------------------------------------------------------------------------------------
