@@ -63,7 +63,7 @@ from tests.sdk.rehearsal_state import (
 from tests.sdk.wire import UNKNOWN
 from tests.tier3.baseline_env import docker_versions
 from tests.tier3.release_env import N, Releases, release_config
-from tools.registry import resolve
+from tools.registry import resolve, stand_in_digest
 from tools.synth import SYNTH_HOST_KEY
 
 NETWORK = "smoker-rehearsal"
@@ -306,13 +306,17 @@ class Rehearsal:
         on_node = NotApplied(NEEDS_PROXMOX, {"stdout": f"{SYNTH_HOST_KEY} root@pve", "stderr": ""})
         return provider_map(OnGuestsOnly(command, on_node), DynamicProvider(self.host), overrides)
 
+    def digest_of(self, ref: str) -> str:
+        """The digest a preview plans: the registry stand-in's for the releases it serves; the
+        stand-in table's for the device images (the device release is not applied here)."""
+        if ref.startswith(f"{self.releases.registry.address}/"):
+            return resolve(ref, insecure=True)
+        return stand_in_digest(ref)
+
     def up(
         self, preview: bool = False, replace: tuple[str, ...] = (), raw: Raw | None = None
     ) -> Run:
-        # the digests a preview would plan: the registry stand-in answers the lookups
-        engine = RehearsalEngine(
-            self.providers(), self.state, digest_of=lambda ref: resolve(ref, insecure=True)
-        )
+        engine = RehearsalEngine(self.providers(), self.state, digest_of=self.digest_of)
         run = engine.up(self.build, raw or self.raw, preview=preview, replace=replace)
         if not preview:
             self.runs.append(run)
