@@ -75,13 +75,24 @@ else
 fi
 
 systemctl stop "$SERVICE" 2>/dev/null || true
-rm -f "$INSTALL_DIR/.runner" "$INSTALL_DIR/.credentials" "$INSTALL_DIR/.credentials_rsaparams"
-rm -f "$STATE_FILE"
+# The registration is set aside, not deleted: if config.sh fails (an expired one-time token,
+# GitHub unreachable), it comes back and the runner keeps running as before.
+kept=$(mktemp -d "$INSTALL_DIR/.registration-kept.XXXXXX")
+for file in .runner .credentials .credentials_rsaparams; do
+  if [ -e "$INSTALL_DIR/$file" ]; then mv "$INSTALL_DIR/$file" "$kept/"; fi
+done
 export ACTIONS_RUNNER_INPUT_TOKEN="$registration_token"
 cd "$INSTALL_DIR"
-runuser -u "$RUNNER_USER" -- ./config.sh --unattended --url "$URL" --name "$NAME" \
-  --labels "$LABELS" --work "$WORK" --replace --disableupdate >&2 ||
-  fail "config.sh could not register the runner (see $INSTALL_DIR/_diag)"
+if ! runuser -u "$RUNNER_USER" -- ./config.sh --unattended --url "$URL" --name "$NAME" \
+  --labels "$LABELS" --work "$WORK" --replace --disableupdate >&2; then
+  for file in .runner .credentials .credentials_rsaparams; do
+    if [ -e "$kept/$file" ]; then mv -f "$kept/$file" "$INSTALL_DIR/"; fi
+  done
+  rmdir "$kept"
+  if [ -e "$INSTALL_DIR/.runner" ]; then systemctl start "$SERVICE" || true; fi
+  fail "config.sh could not register the runner (see $INSTALL_DIR/_diag); the previous registration was kept"
+fi
+rm -rf "$kept"
 unset ACTIONS_RUNNER_INPUT_TOKEN registration_token credential
 install -d -m 0700 "$(dirname "$STATE_FILE")"
 echo "$wanted" >"$STATE_FILE"

@@ -50,6 +50,7 @@ CA_NOTE = (
     "# from the Proxmox node's /etc/pve/pve-root-ca.pem at apply time (public, not rendered)\n"
 )
 HOSTS_MARK = "# smoker-infra: the Proxmox node"
+TOOL_CACHE = "/opt/hostedtoolcache"  # where actions/setup-* put their toolchains
 CA_STEP = "proxmox-ca"  # its stdin, the node's CA, is only known at apply time
 
 
@@ -90,9 +91,13 @@ Type=simple
 User={settings.user}
 WorkingDirectory={home}
 ExecStart={home}/run.sh
+# actions/setup-python's builds are made for this tool cache (docs/delivery.md)
+Environment=AGENT_TOOLSDIRECTORY={TOOL_CACHE}
 Restart=always
 RestartSec=30
-KillMode=process
+# SIGTERM to every process of the unit, the listener and a running job included: run.sh is a
+# wrapper, and stopping it alone would leave the listener running outside the service
+KillMode=control-group
 KillSignal=SIGTERM
 TimeoutStopSec=5min
 NoNewPrivileges=yes
@@ -136,7 +141,8 @@ WantedBy=timers.target
 
 
 def user_step(settings: RunnerSettings) -> Step:
-    """The runner's system user (no docker, no sudo) and its install directory."""
+    """The runner's system user (no docker, no sudo), its install directory and the tool
+    cache the setup-* actions write to."""
     user, home = settings.user, settings.install_dir
     q = shlex.quote
     return Step(
@@ -153,6 +159,9 @@ def user_step(settings: RunnerSettings) -> Step:
             f'[ "$(stat -c %a:%U:%G {q(home)} 2>/dev/null)" = 750:{user}:{user} ] || '
             f"{{ install -d -m 0750 -o {user} -g {user} {q(home)}; "
             f'changed="$changed dir:{home}"; }}',
+            f'[ "$(stat -c %a:%U:%G {TOOL_CACHE} 2>/dev/null)" = 755:{user}:{user} ] || '
+            f"{{ install -d -m 0755 -o {user} -g {user} {TOOL_CACHE}; "
+            f'changed="$changed dir:{TOOL_CACHE}"; }}',
             'if [ -z "$changed" ]; then echo "unchanged runner user"; '
             'else echo "changed runner user:$changed"; fi',
         ),

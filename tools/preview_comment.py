@@ -69,6 +69,22 @@ def rows(stack: str, digest: Mapping[str, Any]) -> Iterator[tuple[str, str, str,
             yield stack, guest, service, change
 
 
+IMAGE_INPUTS = frozenset({"images", "compose"})
+
+
+def only_release_images(digest: Mapping[str, Any]) -> bool:
+    """The preview changes nothing but the images of releases (a tag moved upstream since the
+    last deploy: the next deploy takes it; not drift of the host)."""
+    changed = [s for s in digest.get("steps", []) if s.get("op") not in ("same", "read")]
+    return bool(changed) and all(
+        s.get("op") == "update"
+        and urn_type(s.get("urn", "")) in RELEASE_TYPES
+        and set(s.get("diffReasons") or ()) <= IMAGE_INPUTS
+        and set(s.get("diffReasons") or ())
+        for s in changed
+    )
+
+
 def comment(previews: Mapping[str, Mapping[str, Any]]) -> str:
     lines = [
         MARKER.format(stacks="+".join(previews)),
@@ -87,9 +103,12 @@ def comment(previews: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Print the comment; with --images-only, print nothing and exit 0 exactly when every
+    preview changes only release images (1 otherwise)."""
+    images_only = "--images-only" in argv
     previews: dict[str, Mapping[str, Any]] = {}
     try:
-        for arg in argv:
+        for arg in (a for a in argv if a != "--images-only"):
             stack, sep, path = arg.partition("=")
             if not sep:
                 raise ValueError(f"{arg!r} is not STACK=FILE")
@@ -104,6 +123,8 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    if images_only:
+        return 0 if all(only_release_images(d) for d in previews.values()) else 1
     sys.stdout.write(comment(previews))
     return 0
 

@@ -152,6 +152,21 @@ def test_a_new_runner_release_keeps_the_registration(env: RunnerEnv) -> None:
     env.settings = evolve(env.settings, **upgrade)  # what the guest runs from now on
 
 
+def test_a_failed_registration_puts_the_previous_one_back(env: RunnerEnv) -> None:
+    """A setting changed with a spent one-time token: config.sh fails, the runner keeps running."""
+    home = env.settings.install_dir
+    agent = env.guest.run(f"cat {home}/.runner").stdout
+    relabelled = env.step("runner-ensure-registered", labels=(*LABELS, "extra"))
+    run_step(env, relabelled)
+    result = env.guest.run(runner.ENSURE_REGISTERED, check=False)
+    assert result.returncode != 0, result.stdout
+    assert "the previous registration was kept" in result.stderr
+    assert env.guest.run(f"cat {home}/.runner").stdout == agent
+    assert env.guest.run(f"systemctl is-active {SERVICE}").stdout.strip() == "active"
+    assert env.guest.run(f"ls -A {home} | grep -c registration-kept || true").stdout.strip() == "0"
+    run_step(env, env.step("runner-ensure-registered"))  # the settings the guest runs with
+
+
 def test_a_refused_pat_fails_clearly_and_leaves_the_runner_running(env: RunnerEnv) -> None:
     wrong = next(s for s in env.plan(token=WRONG_PAT) if s.name == "runner-token")
     assert f"changed {runner.TOKEN_FILE}" in run_step(env, wrong)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools.preview_comment import MARKER, comment, main, rows
+from tools.preview_comment import MARKER, comment, main, only_release_images, rows
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "preview"
 
@@ -55,3 +55,22 @@ def test_bad_input_exits_2_with_the_fix(tmp_path: Path, capsys: Any) -> None:
     assert main([f"dev={broken}"]) == 2
     assert main(["dev"]) == 2
     assert "pulumi preview --json" in capsys.readouterr().err
+
+
+def test_a_preview_that_only_moves_release_images_is_not_drift(tmp_path: Path) -> None:
+    dev = preview("dev")
+    assert only_release_images(dev) and only_release_images(preview("prod"))
+    step = dev["steps"][0]
+    other = {"steps": [{**step, "diffReasons": ["images", "checks"]}]}
+    guest = {
+        "op": "update",
+        "urn": "urn:pulumi:dev::smoker-infra::proxmoxve:index/containerLegacy:ContainerLegacy::x",
+        "diffReasons": ["tags"],
+    }
+    for not_only in (other, {"steps": [step, guest]}, {"steps": [{**step, "op": "same"}]}):
+        assert not only_release_images(not_only)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(dev))
+    assert main(["--images-only", f"dev={path}"]) == 0
+    path.write_text(json.dumps({"steps": [step, guest]}))
+    assert main(["--images-only", f"dev={path}"]) == 1

@@ -264,14 +264,15 @@ def test_units(guest: GuestSpec) -> None:
         "ExecStart=/opt/actions-runner/run.sh",
         "Restart=always",
         "RestartSec=30",
-        "KillMode=process",
+        "KillMode=control-group",
+        "Environment=AGENT_TOOLSDIRECTORY=/opt/hostedtoolcache",
         "TimeoutStopSec=5min",
         "NoNewPrivileges=yes",
         "ConditionPathExists=/opt/actions-runner/.runner",
         "WantedBy=multi-user.target",
     ):
         assert line in service.splitlines()
-    assert "Environment" not in service and runner.TOKEN_FILE not in service
+    assert runner.TOKEN_FILE not in service and "TOKEN" not in service
     assert f"ExecStart={runner.ENSURE_REGISTERED}" in runner.registration_service()
     timer = runner.registration_timer(s)
     assert "OnBootSec=1min" in timer and "OnUnitActiveSec=15min" in timer

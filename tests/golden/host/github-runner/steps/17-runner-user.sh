@@ -7,4 +7,5 @@ for group in docker sudo; do
   fi
 done
 [ "$(stat -c %a:%U:%G /opt/actions-runner 2>/dev/null)" = 750:runner:runner ] || { install -d -m 0750 -o runner -g runner /opt/actions-runner; changed="$changed dir:/opt/actions-runner"; }
+[ "$(stat -c %a:%U:%G /opt/hostedtoolcache 2>/dev/null)" = 755:runner:runner ] || { install -d -m 0755 -o runner -g runner /opt/hostedtoolcache; changed="$changed dir:/opt/hostedtoolcache"; }
 if [ -z "$changed" ]; then echo "unchanged runner user"; else echo "changed runner user:$changed"; fi
