@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from deploy.release import split_ref
+
 STAND_INS = Path(__file__).resolve().parent / "synth_registry.json"
 DOCKER_HUB = "registry-1.docker.io"
 MANIFEST_TYPES = ", ".join(
@@ -47,11 +49,11 @@ def stand_in_digest(ref: str, overrides: Mapping[str, str] | None = None) -> str
 
 def split_reference(ref: str) -> tuple[str, str, str]:
     """`[registry/]name[:tag]` -> (registry host, repository, tag), with Docker Hub's defaults."""
-    name, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+    name, tag, _ = split_ref(ref)
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
-        return first, rest, tag
-    return DOCKER_HUB, name if "/" in name else f"library/{name}", tag
+        return first, rest, tag or "latest"
+    return DOCKER_HUB, name if "/" in name else f"library/{name}", tag or "latest"
 
 
 def resolve(ref: str, insecure: bool = False) -> str:

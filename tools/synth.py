@@ -142,26 +142,43 @@ def host_stack_outputs() -> dict[str, Any]:
 REGISTRY_LOOKUP = "docker:index/getRegistryImage:getRegistryImage"
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    """Echo inputs back as state, with the IDs real providers would return; a stack reference
-    reads `stack_outputs` (by default the host stack's), a registry lookup `digest_of`."""
+class ReadsAndLookups(pulumi.runtime.Mocks):
+    """What the engine answers a program besides its registrations: a stack reference reads
+    `stack_outputs` (default: the host stack's, as its own synth exports them), a registry
+    lookup answers with `digest_of` (default: the stand-in table). Other resources echo."""
 
     def __init__(
-        self, stack_outputs: dict[str, Any] | None, digest_of: Callable[[str], str]
+        self,
+        stack_outputs: dict[str, Any] | None = None,
+        digest_of: Callable[[str], str] = stand_in_digest,
     ) -> None:
         self.stack_outputs = stack_outputs
         self.digest_of = digest_of
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = host_stack_outputs() if self.stack_outputs is None else self.stack_outputs
+            name = args.resource_id or args.name
+            return name, {"name": name, "outputs": outputs, "secretOutputNames": []}
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        # (a bare dict: the SDK's mock monitor cannot take a tuple with no failures)
+        if args.token == REGISTRY_LOOKUP:
+            name = str(args.args["name"])
+            return {"id": name, "name": name, "sha256Digest": self.digest_of(name)}
+        return {}
+
+
+class _Mocks(ReadsAndLookups):
+    """Besides reads and lookups, the IDs real providers would return, and what the commands
+    that read a host key or the node's CA print."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
         inputs = args.inputs
         if args.typ == "pulumi:pulumi:StackReference":
-            outputs = host_stack_outputs() if self.stack_outputs is None else self.stack_outputs
-            return args.resource_id or args.name, {
-                "name": inputs.get("name"),
-                "outputs": outputs,
-                "secretOutputNames": [],
-            }
+            return super().new_resource(args)
         if args.typ.endswith("/fileLegacy:FileLegacy"):
             name = inputs.get("fileName") or inputs.get("sourceRaw", {}).get("fileName", args.name)
             return f"{inputs['datastoreId']}:{inputs['contentType']}/{name}", state
@@ -172,13 +189,6 @@ class _Mocks(pulumi.runtime.Mocks):
         if args.typ == "command:remote:Command" and args.name.endswith("-node-ca"):
             state["stdout"] = SYNTH_NODE_CA
         return f"{args.name}-id", state
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
-        # (a bare dict: the SDK's mock monitor cannot take a tuple with no failures)
-        if args.token == REGISTRY_LOOKUP:
-            name = str(args.args["name"])
-            return {"id": name, "name": name, "sha256Digest": self.digest_of(name)}
-        return {}
 
 
 class _RecordingMonitor(pulumi_mocks.MockMonitor):

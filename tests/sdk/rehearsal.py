@@ -97,7 +97,7 @@ from tests.sdk.rehearsal_state import (
 )
 from tests.sdk.wire import plain
 from tools.registry import stand_in_digest
-from tools.synth import REGISTRY_LOOKUP, host_stack_outputs
+from tools.synth import ReadsAndLookups
 
 
 class Engine:
@@ -134,7 +134,7 @@ class Engine:
         try:
             pulumi_settings.ROOT.set(None)
             pulumi.runtime.set_mocks(
-                _NoMocks(self.digest_of),
+                ReadsAndLookups(digest_of=self.digest_of),
                 project=PROJECT,
                 stack=stack,
                 preview=preview,
@@ -188,31 +188,12 @@ def _registration_of(old: ResourceState) -> Registration:
     )  # fmt: skip
 
 
-class _NoMocks(pulumi.runtime.Mocks):
-    """Only reads and invokes reach these: a stack reference reads what the host stack exports,
-    a registry lookup answers with `digest_of`."""
-
-    def __init__(self, digest_of: Callable[[str], str] = stand_in_digest) -> None:
-        self.digest_of = digest_of
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        if args.typ == "pulumi:pulumi:StackReference":
-            outputs = host_stack_outputs()
-            return args.resource_id or args.name, {"name": args.resource_id, "outputs": outputs}
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
-        if args.token == REGISTRY_LOOKUP:
-            name = str(args.args["name"])
-            return {"id": name, "name": name, "sha256Digest": self.digest_of(name)}
-        return {}
-
-
 class EngineMonitor(pulumi_mocks.MockMonitor):
     """The resource monitor of the engine model: a registration answers when its step is done."""
 
     def __init__(self, engine: Engine, run: Run, preview: bool, replace: set[str]) -> None:
-        super().__init__(_NoMocks(engine.digest_of))  # (the mocks its reads and invokes ask)
+        # the program's reads and invokes go to these (its registrations to `step`)
+        super().__init__(ReadsAndLookups(digest_of=engine.digest_of))
         self.engine = engine
         self.run = run
         self.preview = preview
