@@ -81,3 +81,57 @@ def running_service(project: str, service: str = MONGO_SERVICE) -> str:
         f"docker ps -q --filter label={PROJECT_LABEL}={shlex.quote(project)} "
         f"--filter label={SERVICE_LABEL}={service}"
     )
+
+
+# -- the cloud guests' reverse proxy (zero-downtime cutover, deploy/cutover.py) ----------------
+#
+# MongoDB runs in the guest's project (`project_name`) on that project's default network, the
+# *data* network. Each release runs `backend` and `frontend` in a Compose project of its own
+# (`release_project`); the backend joins the data network, the frontend the *edge* network, and
+# the proxy (project `proxy_project`) both. The proxy listens on the loopback ports Tailscale
+# serve targets and includes `PROXY_UPSTREAMS`, which only the deploy engine writes.
+
+PROXY_DIR = "proxy"  # under app_dir: compose.yaml, and conf/ mounted into the proxy
+PROXY_CONF_DIR = "conf"  # nginx.conf (rendered) and upstreams.conf (the engine's)
+PROXY_CONF = "nginx.conf"
+PROXY_UPSTREAMS = "upstreams.conf"
+PROXY_MOUNT = "/etc/nginx/smoker"  # where conf/ appears inside the proxy container
+PROXY_SERVICE = "proxy"
+PROXY_STATUS_PORT = 3099  # loopback only: GET /release names the release the proxy serves
+NO_RELEASE = "none"  # what the status port says before the first release
+
+
+def proxy_dir(app_dir: str) -> str:
+    return f"{app_dir}/{PROXY_DIR}"
+
+
+def proxy_conf_dir(app_dir: str) -> str:
+    return f"{proxy_dir(app_dir)}/{PROXY_CONF_DIR}"
+
+
+def proxy_project(project: str) -> str:
+    return f"{project}-proxy"
+
+
+def release_project(project: str, release_id: str) -> str:
+    """The Compose project of one release's app services (lower case, as Compose requires)."""
+    return f"{project}-{release_id.lower()}"
+
+
+def data_network(project: str) -> str:
+    """The guest project's default network, where MongoDB is `mongo`."""
+    return f"{project}_default"
+
+
+def edge_network(project: str) -> str:
+    return f"{project}-edge"
+
+
+def upstream_name(service: str) -> str:
+    """The nginx upstream block of a service (nginx.conf refers to it, the engine fills it)."""
+    return f"smoker_{service}"
+
+
+def container_name(project: str, service: str) -> str:
+    """Compose's name of a service's (first) container: what the proxy connects to."""
+    return f"{project}-{service}-1"

@@ -28,7 +28,7 @@ from deploy.engine import Engine, Policy, deployer, over_ssh
 from deploy.release import Checks, ReleaseSpec, Site
 from deploy.transport import SshTarget
 
-DEPLOY_KEYS = ("project", "appDir", "compose", "envFiles", "checks", "revision")
+DEPLOY_KEYS = ("project", "appDir", "compose", "envFiles", "checks", "routes", "revision")
 REQUIRED = ("host", "sshUser", "privateKey", "hostKey", "project", "appDir", "compose")
 SECRET_OUTPUTS = ["privateKey", "envFiles"]
 OUTPUTS = ("releaseId", "digests", "deployedAt", "backupId")
@@ -54,6 +54,8 @@ def _policy(props: dict[str, Any]) -> Policy:
         keep_releases=int(props.get("keepReleases", 5)),
         verify_timeout=float(props.get("verifyTimeoutSeconds", 300)),
         lock_lease=float(props.get("lockLeaseSeconds", 120)),
+        failing_window=float(props.get("failingWindowSeconds", 20)),
+        drain_seconds=float(props.get("drainSeconds", 20)),
     )
 
 
@@ -62,6 +64,7 @@ def release_spec(props: dict[str, Any]) -> ReleaseSpec:
         compose=props["compose"],
         env_files=dict(props.get("envFiles") or {}),
         checks=Checks.from_dict(props.get("checks") or {}),
+        routes=tuple(dict(r) for r in props.get("routes") or ()),
     )
 
 
@@ -69,7 +72,7 @@ def release_engine(props: dict[str, Any], who: str) -> AbstractContextManager[En
     """The deploy engine for the release's guest (the engine owns the SSH connection)."""
     cli = f"python -m deploy --stack {props.get('stack')} --guest {props.get('guest')}"
     redeploy = f"pulumi up --stack {props.get('stack')}"
-    site = Site(props["project"], props["appDir"])
+    site = Site(props["project"], props["appDir"], proxied=bool(props.get("routes")))
     return over_ssh(target_of(props), site, who, _policy(props), cli=cli, redeploy=redeploy)
 
 

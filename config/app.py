@@ -119,6 +119,41 @@ class DeploySettings(Model):
     verify_from_outside: Bool = Field(
         False, description="also GET the Tailscale URLs from where the deploy runs"
     )
+    failing_window_seconds: Annotated[Int, ranged(1, 600, "s", fix="use e.g. 20")] = Field(
+        20,
+        description="a release whose containers are up but whose checks keep answering errors "
+        "for this long has failed (no waiting for verifyTimeoutSeconds)",
+    )
+    drain_seconds: Annotated[Int, ranged(0, 600, "s", fix="use e.g. 20")] = Field(
+        20,
+        description="after a cutover, the old release's in-flight requests get this long to "
+        "finish before its containers are stopped (cloud guests)",
+    )
+
+
+# The proxy's production image: nginx 1.22.1 (the version Debian bookworm packages, which the
+# tests run), the official image pinned by the digest of its multi-arch index.
+PROXY_IMAGE = (
+    "nginx:1.22.1@sha256:fc5f5fb7574755c306aaf88456ebfbe0b006420a184d52b923d2f0197108f6b7"
+)
+
+
+def _pinned(value: str) -> str:
+    _image(value)
+    if "@sha256:" not in value:
+        raise fail(
+            "is not pinned by digest: the proxy outlives releases, so nothing re-pins it",
+            f"write name:tag@sha256:<digest>, e.g. {PROXY_IMAGE}",
+        )
+    return value
+
+
+class ProxySettings(Model):
+    """The cloud guests' long-lived reverse proxy (docs/safe-deploy.md, "Cutover")."""
+
+    image: Annotated[Text, rule(_pinned)] = Field(
+        PROXY_IMAGE, description="nginx image, pinned by digest", examples=[PROXY_IMAGE]
+    )
 
 
 class RegistryAuth(Model):
@@ -160,3 +195,4 @@ class AppSettings(Model):
     backups: BackupSettings = Field(BackupSettings(), description="MongoDB dumps")
     vzdump: VzdumpSettings = Field(VzdumpSettings(), description="the Proxmox backup job")
     deploy: DeploySettings = Field(DeploySettings(), description="safe deploy")
+    proxy: ProxySettings = Field(ProxySettings(), description="the cloud guests' reverse proxy")

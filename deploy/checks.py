@@ -3,7 +3,13 @@ answer as they should, and the application user can authenticate.
 
 A check that fails returns a `Problem`: `permanent` when waiting cannot fix it (a container the
 engine saw turn unhealthy, an env file without `DB_URL`), so verification stops at once instead
-of running into its deadline; otherwise it is transient and the engine polls again.
+of running into its deadline; `failing` when the release is up (every container running and
+healthy) and a check got an answer, but the wrong one (a 5xx, `status: error`, a refused login):
+the engine gives that a short window (`failingWindowSeconds`), not the whole deadline; otherwise
+it is "not up yet" and the engine polls again.
+
+Behind the proxy, a release's checks name its services (`http://backend:3001/...`): they are
+asked at the IP of the release's own container, so a release is verified before it takes traffic.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from deploy import commands
 from deploy.release import Checks, HttpCheck, Site
 from deploy.transport import Transport, TransportError
+from layout import MONGO_SERVICE
 
 Auth = Callable[[Transport, int, str], None]
 Get = Callable[[str], tuple[int, str]]
@@ -30,6 +37,7 @@ class Problem:
 
     message: str
     permanent: bool = False  # waiting cannot fix it
+    failing: bool = False  # up, and answering errors (not "not up yet")
 
     def __str__(self) -> str:
         return self.message
@@ -41,6 +49,10 @@ def transient(message: str) -> Problem:
 
 def permanent(message: str) -> Problem:
     return Problem(message, permanent=True)
+
+
+def failing(message: str) -> Problem:
+    return Problem(message, failing=True)
 
 
 def mongo_auth(transport: Transport, port: int, db_url: str) -> None:
@@ -88,17 +100,29 @@ def containers_problem(rows: list[dict[str, Any]], digests: Mapping[str, str]) -
 
 
 def answer_problem(check: HttpCheck, code: str, body: str) -> Problem | None:
+    if code in ("", "000", "0"):
+        return transient(f"GET {check.url} answered nothing")
     if code != str(check.status):
-        return transient(f"GET {check.url} answered {code or 'nothing'}")
+        return failing(f"GET {check.url} answered {code}")
     if check.json:
         try:
             doc = json.loads(body)
         except ValueError:
-            return transient(f"GET {check.url} did not answer JSON")
+            return failing(f"GET {check.url} did not answer JSON")
         for key, want in check.json.items():
             if doc.get(key) != want:
-                return transient(f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}")
+                return failing(f"GET {check.url}: {key} is {doc.get(key)!r}, not {want!r}")
     return None
+
+
+def at_address(url: str, addresses: Mapping[str, str]) -> str:
+    """`http://backend:3001/x` -> `http://<backend's IP>:3001/x` (other hosts unchanged)."""
+    parts = urlsplit(url)
+    ip = addresses.get(parts.hostname or "")
+    if ip is None:
+        return url
+    netloc = f"{ip}:{parts.port}" if parts.port else ip
+    return parts._replace(netloc=netloc).geturl()
 
 
 class Checker:
@@ -110,21 +134,33 @@ class Checker:
     def problem(self, release_id: str, manifest: Mapping[str, Any]) -> Problem | None:
         """The first failing check of the release, or None when it verifies."""
         checks = Checks.from_dict(manifest.get("checks") or {})
+        project = self.site.project_of(release_id, manifest)
+        digests = dict(manifest.get("digests") or {})
+        if project != self.site.project:  # its own project: MongoDB is in the guest's
+            digests.pop(MONGO_SERVICE, None)
         return (
-            self.containers(release_id, manifest.get("digests") or {})
-            or self.http(checks)
+            self.containers(release_id, digests, project)
+            or self.http(checks, self.addresses(project) if project != self.site.project else {})
             or self.app_user(release_id, checks)
         )
 
-    def containers(self, release_id: str, digests: Mapping[str, str]) -> Problem | None:
-        result = self.t.run(commands.compose_ps(self.site, release_id))
+    def containers(
+        self, release_id: str, digests: Mapping[str, str], project: str | None = None
+    ) -> Problem | None:
+        result = self.t.run(commands.compose_ps(self.site, release_id, project))
         if not result.ok:
             return transient(f"`docker compose ps` failed: {tail(result.stderr)}")
         return containers_problem(json_rows(result.stdout), digests)
 
-    def http(self, checks: Checks) -> Problem | None:
+    def addresses(self, project: str) -> dict[str, str]:
+        """service -> the IP of its running container in `project`."""
+        rows = self.t.run(commands.addresses(project)).stdout.splitlines()
+        return {parts[0]: parts[1] for parts in map(str.split, rows) if len(parts) >= 2}
+
+    def http(self, checks: Checks, addresses: Mapping[str, str] | None = None) -> Problem | None:
         for check in checks.http:
-            result = self.t.run(commands.curl(check.url), timeout=30)
+            url = at_address(check.url, addresses or {})
+            result = self.t.run(commands.curl(url), timeout=30)
             body, _, code = result.stdout.rpartition("\n")
             problem = answer_problem(check, code.strip(), body)
             if problem:
@@ -148,7 +184,11 @@ class Checker:
         except TransportError:
             raise
         except Exception as exc:  # any driver error: report its kind, never the URL
-            return transient(f"the application user cannot authenticate ({type(exc).__name__})")
+            message = f"the application user cannot authenticate ({type(exc).__name__})"
+            # MongoDB answered and refused (OperationFailure): up and failing, not "not up yet"
+            return (
+                failing(message) if type(exc).__name__ == "OperationFailure" else transient(message)
+            )
         return None
 
 

@@ -89,13 +89,19 @@ def guest_site(args: argparse.Namespace) -> GuestSite:
     deploy = cfg.app.deploy
     return GuestSite(
         SshTarget(host, args.user or spec.ssh_user, key_file.read_text(), args.port, host_key),
-        Site(layout.project_name(cfg.environment, spec.kind), cfg.baseline.app_dir),
+        Site(
+            layout.project_name(cfg.environment, spec.kind),
+            cfg.baseline.app_dir,
+            proxied=spec.kind == "lxc",
+        ),
         Policy(
             backup=spec.kind == "lxc",
             restore_on_rollback=deploy.rollback_restores_backup,
             keep_releases=deploy.keep_releases,
             verify_timeout=deploy.verify_timeout_seconds,
             lock_lease=deploy.lock_lease_seconds,
+            failing_window=deploy.failing_window_seconds,
+            drain_seconds=deploy.drain_seconds,
         ),
     )
 

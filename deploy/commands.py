@@ -18,8 +18,22 @@ from layout import (
     CURRENT,
     MANIFEST,
     MONGO_SERVICE,
+    PROJECT_LABEL,
+    PROXY_CONF,
+    PROXY_MOUNT,
+    PROXY_SERVICE,
+    PROXY_STATUS_PORT,
+    PROXY_UPSTREAMS,
     RELEASES,
+    SERVICE_LABEL,
     STAGING_PREFIX,
+    container_name,
+    data_network,
+    edge_network,
+    proxy_conf_dir,
+    proxy_dir,
+    proxy_project,
+    release_project,
     running_service,
 )
 
@@ -81,8 +95,8 @@ def curl(url: str) -> str:
     return f"curl -s -m 5 -w '\\n%{{http_code}}' {q(url)}"
 
 
-def compose_ps(site: Site, release_id: str) -> str:
-    return f"{site.compose(release_id)} ps -a --format json"
+def compose_ps(site: Site, release_id: str, project: str | None = None) -> str:
+    return f"{site.compose(release_id, project)} ps -a --format json"
 
 
 # -- backups (the backup tool, rendering/backup.sh) -------------------------------------------
@@ -186,3 +200,124 @@ def start_mongo(site: Site, release_id: str | None) -> str:
         bootstrap = f"{site.app_dir}/{BOOTSTRAP_COMPOSE}"
         return f"docker compose -p {q(site.project)} -f {q(bootstrap)} up -d --wait {MONGO_SERVICE}"
     return f"{site.compose(release_id)} up -d --wait {MONGO_SERVICE}"
+
+
+# -- the cutover (cloud guests: deploy/cutover.py) ---------------------------------------------
+
+
+def ensure_networks(site: Site) -> str:
+    """The data network (MongoDB's, made by its project) and the edge network, if missing."""
+    names = " ".join(q(n) for n in (data_network(site.project), edge_network(site.project)))
+    return (
+        f'for n in {names}; do docker network inspect "$n" >/dev/null 2>&1 || '
+        'docker network create "$n" >/dev/null || exit 1; done'
+    )
+
+
+def up_data(site: Site, release_id: str) -> str:
+    """MongoDB from the release's file, in the guest's project: recreated only if it changed."""
+    return f"{site.compose(release_id)} up -d --wait {MONGO_SERVICE}"
+
+
+def up_release(site: Site, release_id: str) -> str:
+    """The release's app services in its own project (MongoDB's profile keeps it out)."""
+    return f"{site.compose(release_id, release_project(site.project, release_id))} up -d"
+
+
+def addresses(project: str) -> str:
+    """`<service> <ip>` for each running container of a project (its first network's IP)."""
+    return (
+        f"docker ps -q --filter label={PROJECT_LABEL}={q(project)} | xargs -r docker inspect "
+        f'-f \'{{{{index .Config.Labels "{SERVICE_LABEL}"}}}} '
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}'"
+    )
+
+
+def projects(site: Site) -> str:
+    """The Compose projects with containers (running or not), one a line."""
+    return (
+        f"docker ps -a --filter label={PROJECT_LABEL} "
+        f"--format '{{{{.Label \"{PROJECT_LABEL}\"}}}}' | sort -u"
+    )
+
+
+def connections(project: str, ports: dict[str, int]) -> str:
+    """`<service> <n>`: established TCP connections to each service's port, counted in its
+    container's network namespace (from the host's /proc: no tool needed in the image)."""
+    lines = []
+    for service, port in sorted(ports.items()):
+        name = q(container_name(project, service))
+        lines.append(
+            f"pid=$(docker inspect -f '{{{{.State.Pid}}}}' {name} 2>/dev/null || echo 0); "
+            f'if [ "$pid" -gt 0 ]; then n=$(awk \'$2 ~ /:{port:04X}$/ && $4 == "01"\' '
+            f"/proc/$pid/net/tcp /proc/$pid/net/tcp6 2>/dev/null | wc -l); else n=0; fi; "
+            f'echo "{service} $n"'
+        )
+    return "; ".join(lines)
+
+
+def down_project(project: str, grace: int) -> str:
+    """Stop (SIGTERM, then SIGKILL after `grace` s) and remove a project's containers and its
+    own networks; external networks stay."""
+    label = f"label={PROJECT_LABEL}={q(project)}"
+    return (
+        f"ids=$(docker ps -aq --filter {label}); "
+        f'if [ -n "$ids" ]; then docker stop -t {grace} $ids >/dev/null && '
+        "docker rm $ids >/dev/null || exit 1; fi; "
+        f"docker network ls -q --filter {label} | xargs -r docker network rm >/dev/null"
+    )
+
+
+def stop_services(project: str, services: list[str], grace: int) -> str:
+    """Stop and remove some services' containers of a project (the app services a release
+    from before the proxy ran in the guest's project, holding the proxy's ports)."""
+    filters = " ".join(
+        f"$(docker ps -aq --filter label={PROJECT_LABEL}={q(project)} "
+        f"--filter label={SERVICE_LABEL}={q(s)})"
+        for s in services
+    )
+    return (
+        f"ids=$(echo {filters}); "
+        f'if [ -n "$ids" ]; then docker stop -t {grace} $ids >/dev/null && '
+        "docker rm $ids >/dev/null; fi"
+    )
+
+
+def proxy_running(site: Site) -> str:
+    return running_service(proxy_project(site.project), PROXY_SERVICE)
+
+
+def proxy_up(site: Site) -> str:
+    path = f"{proxy_dir(site.app_dir)}/{COMPOSE_FILE}"
+    return (
+        f"[ -f {q(path)} ] || {{ echo 'no proxy file {path}: pulumi up installs it' >&2; "
+        "exit 1; }; "
+        f"docker compose -p {q(proxy_project(site.project))} -f {q(path)} up -d"
+    )
+
+
+def served(site: Site) -> str:
+    """The release the proxy serves now (empty when it does not answer)."""
+    return f"curl -s -m 2 http://127.0.0.1:{PROXY_STATUS_PORT}/release || true"
+
+
+def write_upstreams(site: Site) -> str:
+    """stdin to upstreams.conf, keeping the previous one as upstreams.conf.prev."""
+    path = q(f"{proxy_conf_dir(site.app_dir)}/{PROXY_UPSTREAMS}")
+    return (
+        f"mkdir -p {q(proxy_conf_dir(site.app_dir))} && cat > {path}.new && "
+        f"{{ [ ! -f {path} ] || cp -p {path} {path}.prev; }} && mv {path}.new {path}"
+    )
+
+
+def reload_proxy(site: Site) -> str:
+    """Test the configuration, then reload (old workers finish their requests); a failing test
+    puts the previous upstreams.conf back and changes nothing."""
+    path = q(f"{proxy_conf_dir(site.app_dir)}/{PROXY_UPSTREAMS}")
+    proxy = q(container_name(proxy_project(site.project), PROXY_SERVICE))
+    conf = q(f"{PROXY_MOUNT}/{PROXY_CONF}")
+    return (
+        f"if ! docker exec {proxy} nginx -q -t -c {conf}; then "
+        f"[ ! -f {path}.prev ] || mv {path}.prev {path}; exit 1; fi; "
+        f"docker exec {proxy} nginx -c {conf} -s reload"
+    )

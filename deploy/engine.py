@@ -9,7 +9,9 @@ record and in one of these states:
 * deployed: the new release is live, verified, and `current` points at it;
 * failed before anything changed (lock, backup, stage, pull): the host is exactly as it was;
 * rolled back: the previous release (its exact digests, compose and env) is live and verified,
-  and `DeployError` says so;
+  and `DeployError` says so. Behind the proxy (cloud guests, `deploy.cutover`) the previous
+  release never stopped: the new one was verified next to it and removed, or the proxy was
+  switched back to it;
 * rollback failed: `RollbackError` names the exact recovery commands;
 * connection lost: nothing more can be done from here; the lock goes stale, and `lock break`
   records the attempt as abandoned; the next deploy ends on a verified release.
@@ -31,6 +33,7 @@ from typing import Any, TypeVar
 
 from deploy import commands, steps
 from deploy.checks import Auth, Checker, Get, Problem, fetch, mongo_auth, permanent, tail
+from deploy.cutover import Cutover, routes_of
 from deploy.diagnosis import Finding, HostState, findings, mongo_stopped, stale_lock
 from deploy.ledger import Ledger, LedgerError
 from deploy.lock import HostLock, Owner
@@ -80,6 +83,8 @@ class Policy:
     verify_timeout: float = 300.0
     lock_lease: float = 120.0
     pull_timeout: float = 900.0
+    failing_window: float = 20.0  # up and answering errors this long: failed (not the deadline)
+    drain_seconds: float = 20.0  # behind the proxy: the old release's in-flight requests
 
 
 def deployer(via: str) -> str:
@@ -116,7 +121,18 @@ class Engine:
             transport, lease_seconds=policy.lock_lease, clock=clock, breaker=f"{cli} lock break"
         )
         self.ledger = Ledger(transport, ledger_path)
+        self.cutover = Cutover(
+            transport,
+            site,
+            drain_seconds=policy.drain_seconds,
+            lease=policy.lock_lease,
+            monotonic=monotonic,
+            sleep=sleep,
+            renew=self._renew,
+            log=log,
+        )
         self._owner: Owner | None = None
+        self._lease_until = 0.0  # when the lock goes stale unless renewed (for messages)
         self._step = "start"  # the step running now (where a lost connection or a bug hit)
         self._timings: dict[str, float] = {}  # the running attempt's
 
@@ -152,6 +168,7 @@ class Engine:
         found = self.findings(state, holder)
         return {
             "release": live,
+            "proxy": self.cutover.served() if self.site.proxied else None,
             "digests": manifest.get("digests", {}),
             "deployedAt": manifest.get("created"),
             "backup": manifest.get("backup"),
@@ -227,7 +244,7 @@ class Engine:
                 self._record(attempt, started, None)
                 return result
         except TransportError as exc:
-            raise DeployError(lost(attempt, str(exc), self.cli, self.policy.lock_lease)) from exc
+            raise DeployError(lost(attempt, str(exc), self.cli, self._lease_until)) from exc
 
     def _settle(self, attempt: Attempt, exc: BaseException) -> BaseException:
         """Complete the record of a failed attempt; the exception for the caller."""
@@ -272,7 +289,7 @@ class Engine:
             self._run(commands.remove(staging))
             raise
         compose = pin(spec.compose, pinned)
-        digest = content_hash(compose, spec.env_files, spec.checks)
+        digest = content_hash(compose, spec.env_files, spec.checks, spec.routes)
         attempt.digests = {svc: pinned[ref] for svc, ref in service_images(spec.compose).items()}
         if live and self.manifest(live).get("content") == digest:
             # Already the live release: `up` it anyway (a deploy that died after its `up` left
@@ -290,6 +307,7 @@ class Engine:
             "content": digest,
             "digests": attempt.digests,
             "checks": spec.checks.as_dict(),
+            **({"routes": [dict(r) for r in spec.routes]} if spec.routes else {}),
             "backup": backup,
             "created": iso(self.clock()),
             "who": self.who,
@@ -321,6 +339,9 @@ class Engine:
         attempt: Attempt,
     ) -> None:
         """Up, verify, commit; on failure put `previous` back (or report why it could not)."""
+        if self.site.proxied:
+            self._cut_over(release_id, previous, attempt)
+            return
         try:
             self._timed("up", lambda: self._up(release_id))
             self._timed("verify", lambda: self._verify(release_id))
@@ -331,6 +352,73 @@ class Engine:
             raise
         attempt.outcome = DEPLOYED
         self._timed("prune", self._prune)
+
+    def _cut_over(self, release_id: str, previous: str | None, attempt: Attempt) -> None:
+        """Behind the proxy: start the release next to the live one and verify it; switch the
+        proxy and commit; then drain and stop the old release. Until the switch the live
+        release keeps every request; a failure before it removes the new release's containers,
+        a failure after it switches back."""
+        manifest = self.manifest(release_id)
+        routes = routes_of(manifest)
+        if not routes:
+            raise StepError(
+                "select",
+                f"release {release_id} is from before the proxy (its compose file publishes the "
+                "proxy's ports): deploy its commit again instead",
+            )
+        try:
+            self._timed(
+                "up", lambda: self.cutover.start(release_id, self.policy.verify_timeout + 60)
+            )
+            self._timed("verify", lambda: self._verify(release_id))
+        except StepError as exc:
+            attempt.step, attempt.error = exc.step, str(exc)
+            self._timed("rollback", lambda: self._keep(previous, release_id, attempt))
+            raise
+        try:
+            self._timed("switch", lambda: self.cutover.switch(release_id, routes))
+            self._timed("commit", lambda: self._commit(release_id))
+        except StepError as exc:
+            attempt.step, attempt.error = exc.step, str(exc)
+            self._timed("rollback", lambda: self._switch_back(previous, release_id, attempt))
+            raise
+        attempt.outcome = DEPLOYED
+        stopped = self._timed("drain", lambda: self.cutover.retire(release_id, routes))
+        if stopped:
+            self.log(f"drained and stopped {', '.join(stopped)}")
+        self._timed("prune", self._prune)
+
+    def _keep(self, previous: str | None, failed: str, attempt: Attempt) -> None:
+        """The new release never took traffic: remove it; the previous one still serves."""
+        if failed != previous:
+            self.cutover.remove(failed)
+        self._settle_previous(previous, attempt)
+
+    def _switch_back(self, previous: str | None, failed: str, attempt: Attempt) -> None:
+        if previous is not None:
+            prev_routes = routes_of(self.manifest(previous))
+            try:
+                if prev_routes:
+                    self.cutover.switch(previous, prev_routes)
+            except StepError as exc:
+                attempt.outcome = ROLLBACK_FAILED
+                attempt.rollback = RollbackRecord(previous, "failed", str(exc))
+                return
+        if failed != previous:
+            self.cutover.remove(failed)
+        self._settle_previous(previous, attempt)
+
+    def _settle_previous(self, previous: str | None, attempt: Attempt) -> None:
+        """Record whether the release that serves now (the previous one) verifies."""
+        if previous is None:
+            attempt.outcome, attempt.rollback = FAILED, RollbackRecord(None, "none")
+            return
+        problem = self._problem(previous)
+        if problem is not None:
+            attempt.outcome = ROLLBACK_FAILED
+            attempt.rollback = RollbackRecord(previous, "failed", str(problem))
+            return
+        attempt.outcome, attempt.rollback = ROLLED_BACK, RollbackRecord(previous, "verified")
 
     def _restore(
         self, previous: str | None, backup: dict[str, str] | None, attempt: Attempt
@@ -354,6 +442,7 @@ class Engine:
     @contextmanager
     def _locked(self, what: str) -> Iterator[None]:
         self._owner = self.lock.acquire(self.who, what)
+        self._lease_until = self._owner.until
         try:
             yield
         finally:
@@ -362,7 +451,10 @@ class Engine:
 
     def _renew(self, seconds: float | None = None) -> None:
         if self._owner is not None:
+            # the lease is written before it counts: a process dying between the two leaves
+            # a lock that goes stale at the time every message of this attempt states
             self._owner = self.lock.renew(self._owner, seconds)
+            self._lease_until = self._owner.until
 
     def _survey(self, attempt: Attempt) -> HostState:
         """The host as this attempt finds it: its problems logged and recorded, the
@@ -399,14 +491,24 @@ class Engine:
             raise StepError("up", f"`docker compose up` failed: {tail(result.stderr)}")
 
     def _verify(self, release_id: str) -> None:
-        """Poll the checks with backoff until all pass, one fails for good, or the deadline."""
+        """Poll the checks with backoff until all pass, one fails for good, the release keeps
+        answering errors for `failing_window` (it is up and failing), or the deadline."""
         deadline = self.monotonic() + self.policy.verify_timeout
         delay = 0.25
+        failing_since: float | None = None
         while True:
             problem = self._problem(release_id)
             if problem is None:
                 return
-            if problem.permanent or self.monotonic() + delay > deadline:
+            now = self.monotonic()
+            failing_since = (failing_since or now) if problem.failing else None
+            if failing_since is not None and now - failing_since >= self.policy.failing_window:
+                raise StepError(
+                    "verify",
+                    f"release {release_id} was not verified: it is up but kept failing for "
+                    f"{self.policy.failing_window:g} s: {problem}",
+                )
+            if problem.permanent or now + delay > deadline:
                 raise StepError("verify", f"release {release_id} was not verified: {problem}")
             self._renew()
             self.sleep(delay)

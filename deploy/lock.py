@@ -33,8 +33,13 @@ class Owner:
     until: float
 
     def describe(self, now: float) -> str:
-        state = "STALE (lease expired)" if self.until < now else "active"
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since))
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.until))
+        state = (
+            f"STALE since {until} (lease expired)"
+            if self.until < now
+            else f"active; stale at {until} unless renewed"
+        )
         return f"{self.what} by {self.who} since {since} ({state})"
 
 

@@ -146,12 +146,12 @@ def failure(attempt: Attempt, site: Site, cli: str, ledger_path: str) -> DeployE
     )
 
 
-def lost(attempt: Attempt, reason: str, cli: str, lease: float) -> str:
+def lost(attempt: Attempt, reason: str, cli: str, stale_at: float) -> str:
     """The message for an attempt whose connection dropped (it could not record itself)."""
     return (
         f"{attempt.action} of {attempt.release or 'a new release'}: the connection to the "
         f"host was lost ({reason}). The host may be between releases; `current` still points at "
-        f"{attempt.previous or 'no release'}. The deploy lock goes stale after "
-        f"{lease:.0f} s; then `{cli} lock break` (it records this attempt in the ledger) and "
+        f"{attempt.previous or 'no release'}. The deploy lock goes stale at {iso(stale_at)}; "
+        f"then `{cli} lock break` (it records this attempt in the ledger) and "
         "deploy again: the next deploy ends on a verified release."
     )

@@ -68,6 +68,8 @@ class ReleaseSpec:
     compose: str
     env_files: Mapping[str, str] = field(default_factory=dict, repr=False)  # secret
     checks: Checks = Checks()
+    # behind the proxy: [{"service": "backend", "port": 3001}, ...] (empty: updated in place)
+    routes: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Site:
 
     project: str
     app_dir: str
+    proxied: bool = False  # a cloud guest: releases cut over behind the proxy (deploy/cutover.py)
 
     @property
     def releases(self) -> str:
@@ -88,10 +91,17 @@ class Site:
     def release_dir(self, release_id: str) -> str:
         return layout.release_dir(self.app_dir, release_id)
 
-    def compose(self, release_id: str) -> str:
-        """`docker compose` for one release of the project (shell-quoted)."""
+    def compose(self, release_id: str, project: str | None = None) -> str:
+        """`docker compose` for one release's file, in the guest's project (or `project`)."""
         path = f"{self.release_dir(release_id)}/{layout.COMPOSE_FILE}"
-        return f"docker compose -p {shlex.quote(self.project)} -f {shlex.quote(path)}"
+        return f"docker compose -p {shlex.quote(project or self.project)} -f {shlex.quote(path)}"
+
+    def project_of(self, release_id: str, manifest: Mapping[str, Any]) -> str:
+        """Where a release's app services run: its own project behind the proxy, or (device,
+        and releases from before the proxy) the guest's project."""
+        if self.proxied and manifest.get("routes"):
+            return layout.release_project(self.project, release_id)
+        return self.project
 
 
 def service_images(compose: str) -> dict[str, str]:
@@ -130,10 +140,18 @@ def pin(compose: str, pinned: Mapping[str, str]) -> str:
     return yaml.safe_dump(project, sort_keys=False, width=1000)
 
 
-def content_hash(compose: str, env_files: Mapping[str, str], checks: Checks) -> str:
-    """Identity of a release's content (pinned compose, env, checks); short, not reversible."""
+def content_hash(
+    compose: str,
+    env_files: Mapping[str, str],
+    checks: Checks,
+    routes: tuple[Mapping[str, Any], ...] = (),
+) -> str:
+    """Identity of a release's content (pinned compose, env, checks, routes); short, not
+    reversible."""
     h = hashlib.sha256(compose.encode())
     for name in sorted(env_files):
         h.update(b"\0" + name.encode() + b"\0" + env_files[name].encode())
     h.update(json.dumps(checks.as_dict(), sort_keys=True).encode())
+    if routes:
+        h.update(json.dumps(list(routes), sort_keys=True).encode())
     return h.hexdigest()[:12]

@@ -35,6 +35,9 @@ BACKEND_PORT = 3001
 FRONTEND_PORT = 80
 SMOKER_UI_PORT = 8080
 DEVICE_SERVICE_PORT = 3003
+DATA_PROFILE = "data"  # MongoDB's: only started by name, in the guest's own project
+# What the proxy serves on the loopback ports Tailscale serve targets: port -> (service, port).
+PROXY_ROUTES = {BACKEND_PORT: ("backend", 3001), FRONTEND_PORT: ("frontend", 3000)}
 
 
 def project_name(cfg: StackConfig, guest: GuestSpec) -> str:
@@ -102,28 +105,39 @@ def _mongo_service(cfg: StackConfig, image: str, env_file: str) -> dict[str, obj
 
 
 def cloud_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, object]:
+    """One release of a cloud guest. MongoDB (profile `data`) runs in the guest's project and
+    outlives releases; `backend` and `frontend` run in the release's own project, next to the
+    live release's, with no host ports: the proxy (rendering/proxy.py) reaches them."""
     app = cfg.app
+    project = f"smart-smoker-{cfg.environment}"
     return {
-        "name": f"smart-smoker-{cfg.environment}",
+        "name": project,
         "services": {
-            "mongo": _mongo_service(cfg, images["mongo"], MONGO_ENV_FILE),
+            "mongo": {
+                "profiles": [DATA_PROFILE],
+                **_mongo_service(cfg, images["mongo"], MONGO_ENV_FILE),
+            },
             "backend": {
                 "image": images["backend"],
                 "restart": "unless-stopped",
                 "env_file": [BACKEND_ENV_FILE],
-                "ports": [f"127.0.0.1:{BACKEND_PORT}:3001"],
-                "depends_on": {"mongo": {"condition": "service_healthy"}},
+                "networks": ["default", "release"],
                 "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:3001/api/health")),
                 "logging": _logging(),
             },
             "frontend": {
                 "image": images["frontend"],
                 "restart": "unless-stopped",
-                "ports": [f"127.0.0.1:{FRONTEND_PORT}:3000"],
+                "networks": ["release", "edge"],  # `backend` here is this release's only
                 "depends_on": {"backend": {"condition": "service_healthy"}},
                 "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:3000/")),
                 "logging": _logging(),
             },
+        },
+        "networks": {
+            "default": {"name": layout.data_network(project), "external": True},
+            "release": {},
+            "edge": {"name": layout.edge_network(project), "external": True},
         },
     }
 
@@ -227,8 +241,18 @@ def release_inputs(
         "keepReleases": deploy.keep_releases,
         "verifyTimeoutSeconds": deploy.verify_timeout_seconds,
         "lockLeaseSeconds": deploy.lock_lease_seconds,
+        "failingWindowSeconds": deploy.failing_window_seconds,
+        "drainSeconds": deploy.drain_seconds,
+        "routes": proxy_routes(guest),
         "revision": deploy.revision,
     }
+
+
+def proxy_routes(guest: GuestSpec) -> list[dict[str, object]]:
+    """The services the proxy sends traffic to (a cloud guest's; none: updated in place)."""
+    if guest.kind != "lxc":
+        return []
+    return [{"service": name, "port": port} for name, port in PROXY_ROUTES.values()]
 
 
 def release_checks(cfg: StackConfig, guest: GuestSpec) -> dict[str, object]:
@@ -237,10 +261,11 @@ def release_checks(cfg: StackConfig, guest: GuestSpec) -> dict[str, object]:
     checks: dict[str, object]
     if guest.kind == "lxc":
         checks = {
+            # service names: the engine asks the release's own containers, before any traffic
             "http": [
-                {"url": f"http://127.0.0.1:{BACKEND_PORT}/api/health", "json": {"status": "ok"}},
-                {"url": f"http://127.0.0.1:{BACKEND_PORT}/api/ready"},
-                {"url": f"http://127.0.0.1:{FRONTEND_PORT}/"},
+                {"url": "http://backend:3001/api/health", "json": {"status": "ok"}},
+                {"url": "http://backend:3001/api/ready"},
+                {"url": "http://frontend:3000/"},
             ],
             "mongoUserEnv": BACKEND_ENV_FILE,  # DB_URL in it: the app user must authenticate
             "mongoPort": MONGO_PORT,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config import CommonConfig, GuestSpec, HostStackConfig, StackConfig
-from rendering import app, backup, proxmox_host
+from rendering import app, backup, proxmox_host, proxy
 from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
@@ -29,7 +29,8 @@ def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | Non
     return (
         app.secret_files_plan(cfg, secrets)
         + backup.backup_plan(cfg, project, secrets.backup_webhook_url)
-        + app.mongo_bootstrap_plan(cfg, guest)
+        + proxy.proxy_plan(cfg, guest)
+        + app.mongo_bootstrap_plan(cfg, guest)  # last: the MongoDB users come after it
     )
 
 

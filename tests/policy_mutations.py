@@ -103,9 +103,10 @@ def mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     return replace(s["prod"], step, props={"stdin": text})
 
 
-def backend_on_all_interfaces(s: dict[str, Stack]) -> Stack:
+def mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     release = find(s["dev"], "dev-cloud-release")
-    text = release.props["compose"].replace("127.0.0.1:3001:3001", "0.0.0.0:3001:3001")
+    text = release.props["compose"].replace("127.0.0.1:27017:27017", "0.0.0.0:27017:27017")
+    assert text != release.props["compose"]
     return replace(s["dev"], release, props={"compose": text})
 
 
@@ -164,7 +165,7 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     ),
     (match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
     (mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
-    (backend_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
+    (mongo_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
     (release_by_tag, "release-images-pinned", "prod-cloud-release", "pin it to the registry"),
     (device_image_by_tag, "release-images-pinned", "virtual-smoker-device-release", "digest"),
     (no_vzdump, "prod-backups", "prod-cloud", "app.vzdump"),

@@ -57,6 +57,8 @@ def spec(version: str, password: str = APP_PASSWORD, planned: bool = False) -> R
 
 
 class Clock:
+    epoch = 1_800_000_000  # wall() at t = 0
+
     def __init__(self) -> None:
         self.t = 0.0
 
@@ -67,7 +69,7 @@ class Clock:
         return self.t
 
     def wall(self) -> float:
-        return 1_800_000_000 + self.t
+        return self.epoch + self.t
 
 
 def fake_host() -> FakeHost:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
+import re
+import time
+
 import http.server
 import json
 import threading
@@ -284,7 +288,8 @@ def test_a_second_deploy_fails_at_once_naming_the_holder(host: FakeHost, clock: 
     HostLock(host, clock=clock.wall).acquire("alice@laptop via cli", "rollback")
     before = host.snapshot()
     with pytest.raises(
-        LockHeldError, match=r"rollback by alice@laptop via cli since .* \(active\)"
+        LockHeldError,
+        match=r"rollback by alice@laptop via cli since .* \(active; stale at .* unless renewed\)",
     ):
         make_engine(host, clock).deploy(spec("1.1.0"))
     assert host.snapshot() == before and host.steps[0] == "lock"
@@ -297,12 +302,18 @@ def test_a_dropped_connection_leaves_a_stale_lock_the_next_deploy_recovers_from(
 ) -> None:
     deployed(host, clock, "1.0.0")
     host.fail(step, drop=True)
-    with pytest.raises(DeployError, match="connection to the host was lost"):
+    with pytest.raises(DeployError, match="connection to the host was lost") as lost:
         make_engine(host, clock, lock_lease=60).deploy(spec("1.1.0"))
+    stated = re.search(r"goes stale at (\S+);", str(lost.value))
+    assert stated, lost.value
+    stale_at = calendar.timegm(time.strptime(stated.group(1), "%Y-%m-%dT%H:%M:%SZ"))
     host.reconnect()
-    with pytest.raises(LockHeldError, match=r"\(active\)"):
+    with pytest.raises(LockHeldError, match=rf"\(active; stale at {stated.group(1)} unless"):
         make_engine(host, clock, lock_lease=60).deploy(spec("1.1.0"))
-    clock.t += 3600  # the dead deploy's lease runs out
+    clock.t = stale_at - clock.epoch  # exactly the stated time: still active
+    with pytest.raises(LockHeldError, match="active, not stale"):
+        HostLock(host, clock=clock.wall).break_stale()
+    clock.t += 1  # one second later it is stale, as stated
     with pytest.raises(LockHeldError, match=r"STALE .*lock break"):
         make_engine(host, clock).deploy(spec("1.1.0"))
     assert HostLock(host, clock=clock.wall).break_stale() is not None

@@ -266,9 +266,9 @@ def test_users_converge_between_mongo_and_the_first_release(dev: Synthesis) -> N
                 "benjr70/smart-smoker-frontend:nightly",
             ],
             [
-                "http://127.0.0.1:3001/api/health",
-                "http://127.0.0.1:3001/api/ready",
-                "http://127.0.0.1:80/",
+                "http://backend:3001/api/health",
+                "http://backend:3001/api/ready",
+                "http://frontend:3000/",
             ],
         ),
         (
