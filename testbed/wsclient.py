@@ -2,7 +2,7 @@
 
 Usage::
 
-    from testbed.wsclient import connect, ConnectionLost, OP_TEXT, OP_CLOSE
+    from testbed.wsclient import connect, ConnectionLostError, OP_TEXT, OP_CLOSE
 
     ws = connect("169.254.80.2", 80, "/socket.io/?EIO=4&transport=websocket")
     frame = ws.recv_frame()          # Frame(opcode=OP_TEXT, payload=b'0{"sid":...}')
@@ -18,8 +18,8 @@ How a connection can end, told apart:
 * the peer sends a close frame: ``recv_frame`` returns it (``opcode == OP_CLOSE``,
   ``close_code``/``close_reason`` set), the client answers with a close frame and closes the
   socket (RFC 6455 5.5.1); ``closed_cleanly`` is then True and the next ``recv_frame`` raises
-  ``ConnectionClosed``;
-* the TCP connection ends without a close frame: ``recv_frame`` raises ``ConnectionLost`` with
+  ``ClosedError``;
+* the TCP connection ends without a close frame: ``recv_frame`` raises ``ConnectionLostError`` with
   ``reset=True`` for a TCP reset (ECONNRESET/EPIPE) and ``reset=False`` for a plain EOF (FIN);
 * nothing arrives in time: ``recv_frame`` raises ``TimeoutError`` (the connection stays usable).
 
@@ -32,6 +32,7 @@ fragmented messages are reassembled; pings are answered automatically and not re
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import socket
@@ -46,8 +47,8 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
-    "ConnectionClosed",
-    "ConnectionLost",
+    "ClosedError",
+    "ConnectionLostError",
     "Frame",
     "HandshakeError",
     "WebSocket",
@@ -78,7 +79,7 @@ class HandshakeError(WebSocketError):
         self.head = head
 
 
-class ConnectionLost(WebSocketError):
+class ConnectionLostError(WebSocketError):
     """The TCP connection ended WITHOUT a close frame: ``reset`` tells a reset from an EOF."""
 
     def __init__(self, message: str, reset: bool) -> None:
@@ -86,7 +87,7 @@ class ConnectionLost(WebSocketError):
         self.reset = reset
 
 
-class ConnectionClosed(WebSocketError):
+class ClosedError(WebSocketError):
     """The WebSocket was already closed (cleanly, or by ``close()``)."""
 
 
@@ -164,14 +165,16 @@ class WebSocket:
                 self.sock.settimeout(None)
             try:
                 chunk = self.sock.recv(65536)
-            except (socket.timeout, TimeoutError) as exc:
+            except TimeoutError as exc:
                 raise TimeoutError("no complete frame in time") from exc
             except (ConnectionResetError, BrokenPipeError) as exc:
                 self._abort()
-                raise ConnectionLost(f"connection reset ({exc})", reset=True) from exc
+                raise ConnectionLostError(f"connection reset ({exc})", reset=True) from exc
             if not chunk:
                 self._abort()
-                raise ConnectionLost("connection closed (EOF) without a close frame", reset=False)
+                raise ConnectionLostError(
+                    "connection closed (EOF) without a close frame", reset=False
+                )
             self._buf += chunk
 
     def _read_frame(self, deadline: float | None) -> tuple[bool, int, bytes]:
@@ -205,7 +208,7 @@ class WebSocket:
         """The next message (fragments joined) or close frame; pings and pongs too when
         ``control``. ``timeout`` None waits forever. See the module doc for how it ends."""
         if self._closed:
-            raise ConnectionClosed("the WebSocket is closed")
+            raise ClosedError("the WebSocket is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         parts: list[bytes] = []
         first_opcode = 0
@@ -249,20 +252,22 @@ class WebSocket:
             self.sock.sendall(encode_frame(opcode, payload))
         except (ConnectionResetError, BrokenPipeError) as exc:
             self._abort()
-            raise ConnectionLost(f"connection reset while sending ({exc})", reset=True) from exc
+            raise ConnectionLostError(
+                f"connection reset while sending ({exc})", reset=True
+            ) from exc
         if opcode == OP_CLOSE:
             self._sent_close = True
 
     def send_text(self, text: str) -> None:
         """Send one text message."""
         if self._closed or self._sent_close:
-            raise ConnectionClosed("the WebSocket is closed")
+            raise ClosedError("the WebSocket is closed")
         self._send(OP_TEXT, text.encode())
 
     def send_binary(self, data: bytes) -> None:
         """Send one binary message."""
         if self._closed or self._sent_close:
-            raise ConnectionClosed("the WebSocket is closed")
+            raise ClosedError("the WebSocket is closed")
         self._send(OP_BINARY, data)
 
     def ping(self, data: bytes = b"") -> None:
@@ -290,10 +295,8 @@ class WebSocket:
 
     def _abort(self) -> None:
         self._closed = True
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     def __enter__(self) -> WebSocket:
         return self

@@ -28,6 +28,7 @@ The version comes from ``BUILD_VERSION`` in the environment, else from the build
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -179,10 +180,8 @@ class WebSocketSession:
 
     def go_away(self) -> None:
         """Shutdown: close frame 1001, then the client's close frame ends ``run``."""
-        try:
+        with contextlib.suppress(OSError):
             self.send(0x8, struct.pack("!H", 1001) + b"server shutting down")
-        except OSError:
-            pass
 
     def run(self) -> None:
         sid = secrets.token_urlsafe(15)
@@ -341,10 +340,8 @@ def shutdown(server: ThreadingHTTPServer) -> None:
     with TRACKER.cond:
         stuck = list(TRACKER.sockets)
     for ws in stuck:
-        try:
+        with contextlib.suppress(OSError):
             ws.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
     print(f"shutdown: sent close 1001 to {len(open_sockets)} websocket(s), "
           f"{len(open_sockets) - len(stuck)} closed cleanly"
           f"{'' if closed else f', {len(stuck)} cut off'}", flush=True)  # fmt: skip
