@@ -18,6 +18,7 @@ from config import DeploySettings, HealthcheckSettings, StackConfig
 from deploy.release import split_ref
 from rendering import app
 from testbed.harness import Engine, Guest
+from testbed.proxy import build_proxy
 from testbed.registry import Registry
 from testbed.registry.push import publish, trust_registry
 from testbed.standins import build_standins
@@ -27,6 +28,8 @@ from tests.tier3.baseline_env import Baselined
 N, N1, N2 = "1.0.0", "1.1.0", "1.2.0"
 BROKEN = N2
 MONGO = "smart-smoker/mongo"
+PROXY = "smoker-test/nginx"  # the cloud guests' reverse proxy (testbed.proxy: real nginx 1.22.1)
+PROXY_TAG = "1.22.1-bookworm"
 BACKEND = "smart-smoker/backend"
 FRONTEND = "smart-smoker/frontend"
 
@@ -45,6 +48,10 @@ class Releases:
             "backend": f"{self.ref(BACKEND)}@{self.registry.resolve(BACKEND, version)}",
             "frontend": f"{self.ref(FRONTEND)}@{self.registry.resolve(FRONTEND, version)}",
         }
+
+    def proxy_image(self) -> str:
+        """`app.proxy.image` for the test guests: pinned by digest, as production pins it."""
+        return f"{self.ref(PROXY, PROXY_TAG)}@{self.registry.resolve(PROXY, PROXY_TAG)}"
 
     def point(self, tag: str, version: str) -> None:
         """Point the app images' `tag` at release `version` (a tag like `nightly` moving
@@ -65,7 +72,7 @@ class Releases:
 
 def publish_releases(engine: Engine, registry: Registry) -> Releases:
     standins = build_standins(engine, versions=(N, N1, N2), broken_versions=(BROKEN,))
-    images = {standins.mongo: f"{MONGO}:7.0"}
+    images = {standins.mongo: f"{MONGO}:7.0", build_proxy(engine): f"{PROXY}:{PROXY_TAG}"}
     for version in (N, N1, N2):
         refs = standins.app_images(version, broken=version == BROKEN)
         images[refs["backend"]] = f"{BACKEND}:{version}"
@@ -76,7 +83,8 @@ def publish_releases(engine: Engine, registry: Registry) -> Releases:
 
 def release_config(cfg: StackConfig, releases: Releases, version: str) -> StackConfig:
     """The stack config deploying `version` from the registry stand-in, with quick health checks
-    (the production values, 30 s intervals and a 60 s start period, make every wait minutes)."""
+    (the production values, 30 s intervals and a 60 s start period, make every wait minutes),
+    and the test image of the guests' reverse proxy, pulled by digest from the registry."""
     images = {
         **cfg.app.images,
         "mongo": releases.ref(MONGO, "7.0"),
@@ -87,8 +95,12 @@ def release_config(cfg: StackConfig, releases: Releases, version: str) -> StackC
         interval_seconds=1, timeout_seconds=5, retries=3, start_period_seconds=15
     )
     deploy = DeploySettings(verify_timeout_seconds=90, keep_releases=3, lock_lease_seconds=30)
+    proxy = evolve(cfg.app.proxy, image=releases.proxy_image())
     return evolve(
-        cfg, app=evolve(cfg.app, tag=version, images=images, healthcheck=health, deploy=deploy)
+        cfg,
+        app=evolve(
+            cfg.app, tag=version, images=images, healthcheck=health, deploy=deploy, proxy=proxy
+        ),
     )
 
 
