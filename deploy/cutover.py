@@ -97,6 +97,7 @@ class Cutover:
             result = self._run(command, timeout=timeout)
             if not result.ok:
                 raise StepError("up", f"{what} failed: {tail(result.stderr)}")
+        self.renew(None)  # the long waits are over: a deploy dying now leaves the usual lease
 
     def remove(self, release_id: str) -> None:
         """Stop and remove a release's app containers (it never took traffic, or no longer)."""
