@@ -306,7 +306,7 @@ def kill_and_recover(
     cut: Cut, props: dict[str, Any], tmp: Path, when: Callable[[], bool], what: str
 ) -> None:
     before = cut.served()
-    with probing(cut.guest, f"kill-{what}", ws=True) as t:
+    with probing(cut.guest, "kill-" + what.replace(" ", "-"), ws=True) as t:
         proc = start_deploy(cut, props, tmp)
         try:
             poll_until(lambda: proc.poll() is not None or when(), timeout=120, what=what)
