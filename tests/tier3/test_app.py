@@ -40,6 +40,10 @@ class AppGuest:
     def run(self, cmd: str, **kwargs: Any) -> Any:
         return self.env.guest.run(cmd, **kwargs)
 
+    @property
+    def release_id(self) -> str:
+        return str(self.release["releaseId"])
+
     def target(self) -> SshTarget:
         return SshTarget(
             self.props["host"], "root", self.props["privateKey"], host_key=self.props["hostKey"]
@@ -65,8 +69,9 @@ def deployed(app_baselined: Baselined, releases: Releases) -> Iterator[AppGuest]
 def test_project_is_healthy_and_serves_through_the_frontend(deployed: AppGuest) -> None:
     states = [
         json.loads(line)
+        for project in ("smart-smoker-dev", f"smart-smoker-dev-{deployed.release_id.lower()}")
         for line in deployed.run(
-            "docker compose -p smart-smoker-dev ps --format json"
+            f"docker compose -p {project} ps --format json"
         ).stdout.splitlines()
         if line.strip()
     ]
@@ -75,6 +80,9 @@ def test_project_is_healthy_and_serves_through_the_frontend(deployed: AppGuest) 
         "backend": "healthy",
         "frontend": "healthy",
     }
+    # behind the proxy: it serves the release, on the loopback ports Tailscale serve targets
+    served = deployed.run("curl -fsS http://127.0.0.1:3099/release").stdout.strip()
+    assert served == deployed.release_id
     # the backend authenticates to MongoDB as the application user (DB_URL from backend.env)
     assert deployed.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
     assert deployed.run("curl -fsS http://127.0.0.1:3001/api/health").stdout.startswith("{")
