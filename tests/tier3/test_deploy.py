@@ -74,10 +74,18 @@ class Site:
         return self.guest.run(cmd, **kwargs)
 
     def containers(self) -> dict[str, tuple[str, str]]:
-        """service -> (container id, image) of the project's running containers."""
-        out = self.run(f"docker compose -p {PROJECT} ps --format json").stdout
-        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return {r["Service"]: (r["ID"], r["Image"]) for r in rows}
+        """service -> (container id, image) of the running containers of the live release:
+        MongoDB in the guest's project, backend and frontend in the release's own (behind
+        the proxy); other releases' projects must have none."""
+        projects = {PROJECT, f"{PROJECT}-{self.current().lower()}", f"{PROJECT}-proxy"}
+        out = self.run(
+            "docker ps -q --filter label=com.docker.compose.project | xargs -r docker inspect -f "
+            '\'{{index .Config.Labels "com.docker.compose.project"}} '
+            '{{index .Config.Labels "com.docker.compose.service"}} {{.Id}} {{.Config.Image}}\''
+        ).stdout
+        rows = [line.split() for line in out.splitlines() if line.strip()]
+        assert {r[0] for r in rows} <= projects, rows  # no other release runs
+        return {r[1]: (r[2], r[3]) for r in rows if r[1] != "proxy"}
 
     def live_images(self) -> dict[str, str]:
         return {service: image for service, (_, image) in self.containers().items()}
@@ -246,7 +254,10 @@ def test_6_two_deploys_at_once_the_second_fails_naming_the_first(site: Site) -> 
         started = time.monotonic()
         code, _, err = site.cli("rollback")
         assert code == 1 and re.search(r"locked: deploy by .* via pulumi since", err), err
-        with pytest.raises(LockHeldError, match=r"deploy by .* via pulumi since .* \(active\)"):
+        with pytest.raises(
+            LockHeldError,
+            match=r"deploy by .* via pulumi since .* \(active; stale at .* unless renewed\)",
+        ):
             deploy(site.props(N1, revision="second"), site.state)
         assert time.monotonic() - started < 10  # at once, not after waiting for the first
     finally:
