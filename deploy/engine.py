@@ -56,7 +56,7 @@ from deploy.record import (
     iso,
     lost,
 )
-from deploy.release import ReleaseSpec, Site, content_hash, pin, service_images
+from deploy.release import Checks, ReleaseSpec, Site, content_hash, pin, service_images
 from deploy.transport import CommandResult, SshTarget, Transport, TransportError, connect
 from layout import LEDGER_PATH
 
@@ -370,13 +370,15 @@ class Engine:
             self._timed(
                 "up", lambda: self.cutover.start(release_id, self.policy.verify_timeout + 60)
             )
-            self._timed("verify", lambda: self._verify(release_id))
+            self._timed("verify", lambda: self._verify(release_id, outside=False))
         except StepError as exc:
             attempt.step, attempt.error = exc.step, str(exc)
             self._timed("rollback", lambda: self._keep(previous, release_id, attempt))
             raise
         try:
             self._timed("switch", lambda: self.cutover.switch(release_id, routes))
+            if manifest.get("checks", {}).get("outside"):  # the Tailscale URLs reach it now
+                self._timed("verify", lambda: self._verify(release_id, only_outside=True))
             self._timed("commit", lambda: self._commit(release_id))
         except StepError as exc:
             attempt.step, attempt.error = exc.step, str(exc)
@@ -490,14 +492,18 @@ class Engine:
         if not result.ok:
             raise StepError("up", f"`docker compose up` failed: {tail(result.stderr)}")
 
-    def _verify(self, release_id: str) -> None:
+    def _verify(self, release_id: str, outside: bool = True, only_outside: bool = False) -> None:
         """Poll the checks with backoff until all pass, one fails for good, the release keeps
         answering errors for `failing_window` (it is up and failing), or the deadline."""
         deadline = self.monotonic() + self.policy.verify_timeout
         delay = 0.25
         failing_since: float | None = None
         while True:
-            problem = self._problem(release_id)
+            if only_outside:
+                manifest = self.manifest(release_id)
+                problem = self.checker.outside(Checks.from_dict(manifest.get("checks") or {}))
+            else:
+                problem = self._problem(release_id, outside)
             if problem is None:
                 return
             now = self.monotonic()
@@ -514,13 +520,13 @@ class Engine:
             self.sleep(delay)
             delay = min(delay * 1.5, 3.0)
 
-    def _problem(self, release_id: str) -> Problem | None:
+    def _problem(self, release_id: str, outside: bool = True) -> Problem | None:
         """The first failing check, or None."""
         try:
             manifest = self.manifest(release_id)
         except DeployError as exc:
             return permanent(str(exc))
-        return self.checker.problem(release_id, manifest)
+        return self.checker.problem(release_id, manifest, outside)
 
     def _commit(self, release_id: str) -> None:
         done = self._run(commands.commit(self.site, release_id))

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from deploy.cutover import Route, upstreams
-from deploy.engine import DeployError, Engine
+from deploy.engine import DeployError, Engine, Policy
 from deploy.lock import HostLock, LockHeldError
 from deploy.record import ROLLED_BACK
-from deploy.release import Site
+from deploy.release import Checks, HttpCheck, ReleaseSpec, Site
 from layout import release_project
 from tests.unit.engine_kit import APP_DIR, PROJECT, Clock, digest, make_engine, proxied_spec, spec
 from tests.unit.fake_host import FakeHost
@@ -228,3 +228,49 @@ def test_upstreams_name_the_release_containers_or_nothing() -> None:
         in text
     )
     assert "server 127.0.0.1:9;" in upstreams(site, None, routes)
+
+
+def _with_outside(version: str) -> ReleaseSpec:
+    base = proxied_spec(version)
+    checks = Checks(
+        base.checks.http,
+        base.checks.mongo_user_env,
+        outside=(HttpCheck("https://dev.tailnet.test/api/health", json={"status": "ok"}),),
+    )
+    return ReleaseSpec(base.compose, base.env_files, checks, base.routes)
+
+
+def test_checks_from_outside_run_after_the_switch_and_switch_back_when_they_fail(
+    host: FakeHost, clock: Clock
+) -> None:
+    """The Tailscale URLs reach whatever the proxy serves: asked before the switch they would
+    verify the old release."""
+    seen: list[str | None] = []
+    healthy = {"yes": True}
+
+    def get(url: str) -> tuple[int, str]:
+        seen.append(host.serving)
+        return (200, '{"status": "ok"}') if healthy["yes"] else (503, '{"status": "error"}')
+
+    def outside_engine() -> Engine:
+        clock.t += 60
+        return Engine(
+            host,
+            Site(PROJECT, APP_DIR, proxied=True),
+            "tester@ci via test",
+            Policy(verify_timeout=30, **POLICY),
+            auth=lambda *_: None,
+            get=get,
+            clock=clock.wall,
+            monotonic=clock.monotonic,
+            sleep=clock.sleep,
+        )
+
+    first = outside_engine().deploy(_with_outside("1.0.0")).release
+    assert seen and set(seen) == {first}
+    seen.clear()
+    healthy["yes"] = False
+    with pytest.raises(DeployError, match=r"(?i)from outside: .*answered 503"):
+        outside_engine().deploy(_with_outside("1.1.0"))
+    assert seen and seen[0] != first  # the new release was asked once it served
+    assert host.serving == first == host.current and set(host.projects) == {project(first)}
