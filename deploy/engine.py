@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 from deploy import commands, steps
 from deploy.checks import Auth, Checker, Get, Problem, fetch, mongo_auth, permanent, tail
 from deploy.cutover import Cutover, routes_of
-from deploy.diagnosis import Finding, HostState, findings, mongo_stopped, stale_lock
+from deploy.diagnosis import (
+    Finding,
+    HostState,
+    findings,
+    mongo_stopped,
+    proxy_elsewhere,
+    stale_lock,
+)
 from deploy.ledger import Ledger, LedgerError
 from deploy.lock import HostLock, Owner
 from deploy.record import (
@@ -221,6 +228,10 @@ class Engine:
             found.append(stale_lock(holder, self.clock(), self.cli))
         if self.policy.backup and not self._mongo_running():
             found.append(mongo_stopped(self.site, state.live))
+        if self.site.proxied and state.live:
+            served = self.cutover.served()
+            if served != state.live:
+                found.append(proxy_elsewhere(served, state.live, self.redeploy))
         return found
 
     # -- the paths ----------------------------------------------------------------------------

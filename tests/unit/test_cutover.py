@@ -274,3 +274,17 @@ def test_checks_from_outside_run_after_the_switch_and_switch_back_when_they_fail
         outside_engine().deploy(_with_outside("1.1.0"))
     assert seen and seen[0] != first  # the new release was asked once it served
     assert host.serving == first == host.current and set(host.projects) == {project(first)}
+
+
+def test_status_names_the_release_the_proxy_serves_and_a_mismatch(
+    host: FakeHost, clock: Clock
+) -> None:
+    first = deploy(host, clock, "1.0.0")
+    status = engine(host, clock).status()
+    assert status["proxy"] == first == status["release"] and status["findings"] == []
+    host.fail("commit", drop=True)  # dies between the switch and the commit
+    with pytest.raises(DeployError):
+        deploy(host, clock, "1.1.0")
+    host.reconnect()
+    found = engine(host, clock).status()["findings"]
+    assert any(f"current names {first}" in f and "pulumi up" in f for f in found), found
