@@ -137,22 +137,23 @@ def _force_rebuild() -> bool:
     return os.environ.get("SMOKER_HARNESS_REBUILD", "") not in ("", "0")
 
 
-def _build(
+def build_labelled(
     engine: Engine,
     ref: str,
     context: Path,
     base: str,
-    wheels: Path,
+    wheels: Path | None = None,
     build_args: Mapping[str, str] | None = None,
 ) -> str:
-    """``docker build`` of one stand-in (skipped when ``ref`` already has this recipe)."""
+    """``docker build`` of ``context`` (plus ``wheels/`` when given) FROM ``base`` as ``ref``,
+    skipped when ``ref`` already carries the label with this recipe's hash. Returns ``ref``."""
     args = dict(build_args or {})
     recipe = content_digest(
         RECIPE_VERSION.encode(),
         base.encode(),
         engine.docker_text("image", "inspect", "-f", "{{.Id}}", base).encode(),
         _context_digest(context),
-        *(f"{n}={h}".encode() for n, h in sorted(WHEELS.items())),
+        *((f"{n}={h}".encode() for n, h in sorted(WHEELS.items())) if wheels else ()),
         *(f"{k}={v}".encode() for k, v in sorted(args.items())),
     )
     if not _force_rebuild() and engine.image_exists(ref):
@@ -168,7 +169,8 @@ def _build(
     with tempfile.TemporaryDirectory(prefix="standin-ctx-", dir=work) as tmp:
         ctx = Path(tmp) / "ctx"
         shutil.copytree(context, ctx, ignore=shutil.ignore_patterns(*_IGNORED))
-        shutil.copytree(wheels, ctx / "wheels")
+        if wheels is not None:
+            shutil.copytree(wheels, ctx / "wheels")
         argv = ["build", "--network", "host", "--force-rm", "--build-arg", f"BASE={base}"]
         for key, value in sorted(args.items()):
             argv += ["--build-arg", f"{key}={value}"]
@@ -202,21 +204,22 @@ def build_standins(
     t0 = time.monotonic()
     base = build_base(engine)
     wheels = standin_wheels(engine)
-    mongo = _build(engine, f"{MONGO_REPO}:{MONGO_TAG}", STANDINS_DIR / "mongo", base, wheels)
+    mongo_ref = f"{MONGO_REPO}:{MONGO_TAG}"
+    mongo = build_labelled(engine, mongo_ref, STANDINS_DIR / "mongo", base, wheels)
     backend: dict[str, str] = {}
     frontend: dict[str, str] = {}
     backend_broken: dict[str, str] = {}
     for version in wanted:
-        backend[version] = _build(
+        backend[version] = build_labelled(
             engine, f"{BACKEND_REPO}:{version}", STANDINS_DIR / "backend", base, wheels,
             {"BUILD_VERSION": version, "HEALTHY": "true"},
         )  # fmt: skip
-        frontend[version] = _build(
+        frontend[version] = build_labelled(
             engine, f"{FRONTEND_REPO}:{version}", STANDINS_DIR / "frontend", base, wheels,
             {"BUILD_VERSION": version},
         )  # fmt: skip
     for version in broken:
-        backend_broken[version] = _build(
+        backend_broken[version] = build_labelled(
             engine, f"{BACKEND_REPO}:{version}-broken", STANDINS_DIR / "backend", base, wheels,
             {"BUILD_VERSION": version, "HEALTHY": "false"},
         )  # fmt: skip

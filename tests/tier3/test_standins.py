@@ -7,6 +7,14 @@ services become healthy with ``up -d --wait``; /api/ready follows the MongoDB ap
 before it exists, 200 after, 503 again after a password rotation until the backend gets the new
 env); a dump/restore round trip inside the mongo container; data surviving a restart; the broken
 backend variant; and that no secret shows up in any container log.
+
+The reverse proxy (testbed/proxy: the real nginx 1.22.1 from Debian bookworm) runs on the harness
+engine itself, in front of backend stand-in containers on a user-defined network, reached from
+this process by container IP: it reports 1.22.1 and runs its workers as ``nginx``; a rewritten
+upstreams file plus ``nginx -s reload`` switches backends without a failed request; WebSockets
+(handshake, Engine.IO open packet, ping/pong) pass through it, and a ``docker stop`` of the
+backend reaches the client as a close frame 1001, not a reset; a slow request in flight during
+that stop completes with 200; the frontend stand-in drains its in-flight requests too.
 """
 
 from __future__ import annotations
@@ -15,9 +23,13 @@ import contextlib
 import json
 import secrets
 import shlex
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +41,10 @@ from rendering.app import (
     mongo_env,
     mongo_tools_config,
 )
+from testbed import wsclient
 from testbed.harness import Engine, Guest
+from testbed.harness.engine import LABEL
+from testbed.proxy import NGINX_VERSION, build_proxy, package_version
 from testbed.standins import StandinImages, build_standins
 from tests.configs import evolve, parse, stack_raw
 
@@ -316,3 +331,278 @@ def test_no_secret_reaches_a_log(deployed: Deployed) -> None:
     assert text.strip()
     for secret in (ROOT_PW, APP_PW, VAPID_PRIVATE):
         assert secret not in text
+
+
+# -- the reverse proxy (real nginx 1.22.1) in front of stand-in backends --------------------------
+
+#: A minimal proxy configuration of the cutover's shape: the upstreams live in an included file
+#: that a release rewrites before ``nginx -s reload``.
+PROXY_CONF = """\
+user nginx;
+worker_processes 2;
+error_log /var/log/nginx/error.log notice;
+pid /var/run/nginx.pid;
+events { worker_connections 256; }
+http {
+    access_log /var/log/nginx/access.log;
+    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+    include /etc/nginx/smoker/upstreams.conf;
+    server {
+        listen 80;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 60s;
+        }
+    }
+}
+"""
+SOCKET_PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
+def _get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """(status, body) of a GET from this process; status 0 when there is no HTTP answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError:
+        return 0, ""
+
+
+@dataclass
+class ProxyBed:
+    """nginx and backend stand-ins on one network of the harness engine (cleaned up by ID)."""
+
+    engine: Engine
+    images: StandinImages
+    proxy_image: str
+    conf_dir: Path
+    network: str = ""
+    proxy: str = ""
+    containers: list[str] = field(default_factory=list)
+
+    def ip(self, container: str) -> str:
+        fmt = f"{{{{(index .NetworkSettings.Networks {json.dumps(self.network)}).IPAddress}}}}"
+        return self.engine.docker_text("inspect", "-f", fmt, container)
+
+    def run(self, name: str, *argv: str) -> str:
+        self.engine.docker(
+            "run", "-d", "--name", name, "--network", self.network,
+            "--label", f"{LABEL}={self.engine.ident}", *argv,
+        )  # fmt: skip
+        self.containers.append(name)
+        return name
+
+    def backend(self, version: str) -> str:
+        """A backend stand-in answering as ``version`` (healthy, no database)."""
+        name = f"be-{version.replace('.', '-')}-{secrets.token_hex(3)}"
+        self.run(name, "-e", f"BUILD_VERSION={version}", self.images.backend[VERSION])
+        url = f"http://{self.ip(name)}:3001/api/health"
+        _poll(lambda: _get(url, 2)[0] == 200, 30, f"backend {name}")
+        return name
+
+    def route_to(self, backend: str) -> None:
+        """Rewrite the included upstreams file (not yet reloaded)."""
+        (self.conf_dir / "upstreams.conf").write_text(
+            f"upstream backend {{ server {backend}:3001; }}\n"
+        )
+
+    def reload(self) -> None:
+        self.engine.docker("exec", self.proxy, "nginx", "-s", "reload")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip(self.proxy)}:80"
+
+    def version(self) -> str:
+        status, body = _get(f"{self.url}/api/version", 5)
+        return str(json.loads(body)["version"]) if status == 200 else f"HTTP {status}"
+
+    def stop(self, container: str, timeout: int = 20) -> threading.Thread:
+        """``docker stop`` in the background (it blocks until the container exits)."""
+        thread = threading.Thread(
+            target=self.engine.docker, args=("stop", "-t", str(timeout), container),
+            kwargs={"check": False, "timeout": timeout + 30},
+        )  # fmt: skip
+        thread.start()
+        return thread
+
+    def exit_code(self, container: str) -> int:
+        return int(self.engine.docker_text("inspect", "-f", "{{.State.ExitCode}}", container))
+
+    def logs(self, container: str) -> str:
+        result = self.engine.docker("logs", container, check=False)
+        return (result.stdout + result.stderr).decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def proxy_image(engine: Engine, request: pytest.FixtureRequest) -> str:
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+    with ctx:
+        return build_proxy(engine)
+
+
+@pytest.fixture
+def bed(
+    engine: Engine, standins: StandinImages, proxy_image: str, tmp_path: Path
+) -> Iterator[ProxyBed]:
+    """nginx routing to a backend stand-in ``1.0.0`` (``bed.containers[0]``)."""
+    conf_dir = tmp_path / "smoker"
+    conf_dir.mkdir()
+    (tmp_path / "nginx.conf").write_text(PROXY_CONF)
+    b = ProxyBed(engine, standins, proxy_image, conf_dir)
+    b.network = f"proxybed-{secrets.token_hex(4)}"
+    engine.docker("network", "create", "--label", f"{LABEL}={engine.ident}", b.network)
+    try:
+        first = b.backend("1.0.0")
+        b.route_to(first)
+        b.proxy = b.run(
+            f"proxy-{secrets.token_hex(3)}",
+            "-v", f"{tmp_path / 'nginx.conf'}:/etc/nginx/nginx.conf:ro",
+            "-v", f"{conf_dir}:/etc/nginx/smoker:ro",
+            proxy_image,
+        )  # fmt: skip
+        _poll(lambda: b.version() == "1.0.0", 30, "nginx to proxy to the backend")
+        yield b
+    finally:
+        for name in reversed(b.containers):
+            engine.docker("rm", "-f", name, check=False)
+        engine.docker("network", "rm", b.network, check=False)
+
+
+def test_proxy_image_is_nginx_1_22_1_from_bookworm(engine: Engine, proxy_image: str) -> None:
+    out = engine.docker("run", "--rm", "--network", "none", proxy_image, "nginx", "-v")
+    assert out.stderr.decode().strip() == f"nginx version: nginx/{NGINX_VERSION}"
+    assert package_version(engine, proxy_image).startswith("nginx 1.22.1-9+deb12u")
+    fmt = "{{json .Config.StopSignal}} {{json .Config.Cmd}} {{json .Config.Entrypoint}}"
+    assert engine.docker_text("image", "inspect", "-f", fmt, proxy_image) == (
+        '"SIGQUIT" ["nginx","-g","daemon off;"] null'
+    )
+    listing = engine.docker_text(
+        "run", "--rm", "--network", "none", proxy_image, "sh", "-c",
+        "id nginx; ls -A /etc/nginx/conf.d /etc/nginx/sites-enabled; "
+        "command -v curl wget python3 || true",
+    )  # fmt: skip
+    assert listing.splitlines() == [
+        "uid=101(nginx) gid=101(nginx) groups=101(nginx)",
+        "/etc/nginx/conf.d:",
+        "",
+        "/etc/nginx/sites-enabled:",
+    ]
+
+
+def test_proxy_runs_its_workers_as_nginx(bed: ProxyBed) -> None:
+    procs = bed.engine.docker_text(
+        "exec", bed.proxy, "sh", "-c",
+        "for p in /proc/[0-9]*; do echo \"$(stat -c %U $p) $(tr '\\0' ' ' < $p/cmdline)\"; done",
+    )  # fmt: skip
+    lines = [line.strip() for line in procs.splitlines() if "nginx:" in line]
+    assert sum(line.startswith("root nginx: master process") for line in lines) == 1
+    assert sum(line == "nginx nginx: worker process" for line in lines) == 2
+
+
+def test_reload_switches_the_upstream_without_a_failed_request(bed: ProxyBed) -> None:
+    second = bed.backend("2.0.0")
+    assert bed.version() == "1.0.0"
+    failures: list[int] = []
+    served = 0
+    done = threading.Event()
+
+    def hammer() -> None:
+        nonlocal served
+        while not done.is_set():
+            status, _ = _get(f"{bed.url}/api/health", 5)
+            if status != 200:
+                failures.append(status)
+            served += 1
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        bed.route_to(second)
+        bed.reload()
+        _poll(lambda: bed.version() == "2.0.0", 15, "the reload to route to the new backend")
+        time.sleep(0.5)
+    finally:
+        done.set()
+        thread.join()
+    assert failures == [] and served > 20
+    assert all(bed.version() == "2.0.0" for _ in range(10))
+
+
+def _open_socket(bed: ProxyBed) -> wsclient.WebSocket:
+    ws = wsclient.connect(bed.ip(bed.proxy), 80, SOCKET_PATH)
+    opened = ws.recv_frame()
+    assert opened.opcode == wsclient.OP_TEXT and opened.text.startswith("0{")
+    packet = json.loads(opened.text[1:])
+    assert packet["upgrades"] == [] and packet["pingInterval"] == 25000 and packet["sid"]
+    return ws
+
+
+def test_websocket_through_the_proxy_closes_with_1001_on_stop(bed: ProxyBed) -> None:
+    backend = bed.containers[0]
+    ws = _open_socket(bed)
+    ws.send_text("2")
+    assert ws.recv_text() == "3"
+    ws.send_text("hello")
+    assert ws.recv_text() == "4echo:1.0.0:hello"
+    other = _open_socket(bed)
+    assert other.close() == wsclient.Frame(wsclient.OP_CLOSE, b"\x03\xe8")  # client-initiated
+
+    stopping = bed.stop(backend)
+    frame = ws.recv_frame(timeout=20)
+    stopping.join()
+    assert frame.opcode == wsclient.OP_CLOSE and frame.close_code == 1001
+    assert ws.closed_cleanly
+    with pytest.raises(wsclient.ClosedError):
+        ws.recv_frame()
+    assert bed.exit_code(backend) == 0
+    logs = bed.logs(backend)
+    assert "shutdown: sent close 1001 to 1 websocket(s), 1 closed cleanly" in logs
+    assert "shutdown: exit 0" in logs
+
+
+def test_slow_request_in_flight_during_a_stop_completes(bed: ProxyBed) -> None:
+    backend = bed.containers[0]
+    result: list[tuple[int, str]] = []
+    request = threading.Thread(
+        target=lambda: result.append(_get(f"{bed.url}/api/slow?ms=3000", 30))
+    )
+    request.start()
+    time.sleep(0.7)
+    t0 = time.monotonic()
+    bed.stop(backend).join()
+    request.join()
+    assert result and result[0][0] == 200, result
+    assert json.loads(result[0][1]) == {"slept_ms": 3000, "version": "1.0.0"}
+    assert time.monotonic() - t0 < 10  # drained, not killed after the stop timeout
+    assert bed.exit_code(backend) == 0
+    assert "1 in-flight request(s) finished, 0 abandoned" in bed.logs(backend)
+    # (A request now would hang until proxy_connect_timeout: the stopped container's address
+    # drops packets, nothing refuses them. The cutover switches upstreams BEFORE stopping.)
+
+
+def test_frontend_drains_in_flight_requests_on_stop(bed: ProxyBed) -> None:
+    backend = bed.containers[0]
+    frontend = bed.run(
+        f"fe-{secrets.token_hex(3)}", "-e", f"BACKEND_URL=http://{backend}:3001",
+        bed.images.frontend[VERSION],
+    )  # fmt: skip
+    url = f"http://{bed.ip(frontend)}:3000"
+    _poll(lambda: _get(f"{url}/api/health", 2)[0] == 200, 30, "the frontend stand-in")
+    result: list[tuple[int, str]] = []
+    request = threading.Thread(target=lambda: result.append(_get(f"{url}/api/slow?ms=2000", 30)))
+    request.start()
+    time.sleep(0.5)
+    bed.stop(frontend).join()
+    request.join()
+    assert result and result[0][0] == 200, result
+    assert bed.exit_code(frontend) == 0
+    assert "1 in-flight request(s) finished, 0 abandoned" in bed.logs(frontend)

@@ -6,7 +6,8 @@ HTTP on 0.0.0.0:3000 (``PORT`` overrides): ``GET /`` (and any other non-API path
 to ``BACKEND_URL`` (default ``http://backend:3001``, as the real nginx.conf), any method, with
 body and headers; 502 when the backend cannot be reached, like nginx. Differences from nginx: the
 backend name is resolved per request (nginx resolves it once at start), and WebSocket upgrades
-are not proxied.
+are not proxied. SIGTERM stops it gracefully: the listening socket is closed, in-flight requests
+finish (at most 10 s; responses then say ``Connection: close``), exit 0.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,28 @@ HOP_BY_HOP = frozenset(
      "transfer-encoding", "upgrade", "host", "content-length"}
 )  # fmt: skip
 PROXIED = ("/api/", "/socket.io/")
+DRAIN_SECONDS = 10.0
+
+
+class InFlight:
+    """Count of requests being handled, and whether a stop has begun."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.count = 0
+        self.stopping = False
+
+    def __enter__(self) -> None:
+        with self.cond:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.cond:
+            self.count -= 1
+            self.cond.notify_all()
+
+
+IN_FLIGHT = InFlight()
 
 
 def version() -> str:
@@ -84,7 +109,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def end_headers(self) -> None:
+        if IN_FLIGHT.stopping:  # no more keep-alive once stopping
+            self.send_header("Connection", "close")
+        super().end_headers()
+
     def _handle(self) -> None:
+        with IN_FLIGHT:
+            self._route()
+
+    def _route(self) -> None:
         if self.path.startswith(PROXIED) or self.path.split("?", 1)[0] in ("/api", "/socket.io"):
             self._proxy()
         elif self.command in ("GET", "HEAD"):
@@ -100,8 +134,22 @@ class Handler(BaseHTTPRequestHandler):
         sys.stdout.flush()
 
 
+def shutdown(server: ThreadingHTTPServer) -> None:
+    """After SIGTERM: refuse new connections, let in-flight requests finish (bounded)."""
+    t0 = time.monotonic()
+    server.socket.close()
+    with IN_FLIGHT.cond:
+        IN_FLIGHT.stopping = True
+        before = IN_FLIGHT.count
+        drained = IN_FLIGHT.cond.wait_for(lambda: IN_FLIGHT.count == 0, DRAIN_SECONDS)
+        left = IN_FLIGHT.count
+    print(f"shutdown: stopped accepting connections; {before - left} in-flight request(s) "
+          f"finished, {left} abandoned ({'drained' if drained else 'timed out'} after "
+          f"{time.monotonic() - t0:.1f}s)", flush=True)  # fmt: skip
+
+
 def main() -> int:
-    """Serve until SIGTERM."""
+    """Serve until SIGTERM, then stop gracefully."""
     ver = version()
     Handler.backend = urlsplit(os.environ.get("BACKEND_URL", "http://backend:3001"))
     Handler.page = (
@@ -114,17 +162,20 @@ def main() -> int:
     server.daemon_threads = True
 
     def stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
+        # serve_forever runs in this thread: shutdown() must come from another one.
+        threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     print(f"smart-smoker frontend STAND-IN v{ver} on :{port}, proxying /api/ and /socket.io/ "
           f"to {Handler.backend.geturl()}", flush=True)  # fmt: skip
     try:
         server.serve_forever()
-    except (SystemExit, KeyboardInterrupt):
+        shutdown(server)
+    except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+    print("shutdown: exit 0", flush=True)
     return 0
 
 
