@@ -408,15 +408,25 @@ class Engine:
         self._settle_previous(previous, attempt)
 
     def _switch_back(self, previous: str | None, failed: str, attempt: Attempt) -> None:
-        if previous is not None:
-            prev_routes = routes_of(self.manifest(previous))
-            try:
-                if prev_routes:
-                    self.cutover.switch(previous, prev_routes)
-            except StepError as exc:
-                attempt.outcome = ROLLBACK_FAILED
-                attempt.rollback = RollbackRecord(previous, "failed", str(exc))
-                return
+        """The proxy back to `previous` (to no release on a first deploy), then the failed
+        release removed. A release from before the proxy cannot take traffic back: the new,
+        verified one keeps it."""
+        routes = routes_of(self.manifest(previous)) if previous else []
+        if previous is not None and not routes:
+            attempt.outcome = ROLLBACK_FAILED
+            attempt.rollback = RollbackRecord(
+                previous,
+                "failed",
+                f"{previous} is from before the proxy and cannot take traffic back; {failed} "
+                "(verified) keeps serving",
+            )
+            return
+        try:
+            self.cutover.switch(previous, routes or routes_of(self.manifest(failed)))
+        except StepError as exc:
+            attempt.outcome = ROLLBACK_FAILED
+            attempt.rollback = RollbackRecord(previous, "failed", str(exc))
+            return
         if failed != previous:
             self.cutover.remove(failed)
         self._settle_previous(previous, attempt)

@@ -288,3 +288,25 @@ def test_status_names_the_release_the_proxy_serves_and_a_mismatch(
     host.reconnect()
     found = engine(host, clock).status()["findings"]
     assert any(f"current names {first}" in f and "pulumi up" in f for f in found), found
+
+
+def test_a_first_release_whose_commit_fails_leaves_the_proxy_on_no_release(
+    host: FakeHost, clock: Clock
+) -> None:
+    host.fail("commit")
+    with pytest.raises(DeployError):
+        deploy(host, clock, "1.0.0")
+    assert host.serving == "none" and host.projects == {} and host.current is None
+
+
+def test_a_failed_commit_after_the_move_keeps_the_verified_new_release_serving(
+    host: FakeHost, clock: Clock
+) -> None:
+    """The in-place release's services were stopped to free the ports: it cannot come back."""
+    clock.t += 60
+    legacy = make_engine(host, clock).deploy(spec("1.0.0")).release
+    host.fail("commit")
+    with pytest.raises(DeployError, match="from before the proxy and cannot take traffic back"):
+        deploy(host, clock, "1.1.0")
+    assert host.serving not in (None, legacy) and host.serving is not None
+    assert set(host.projects) == {project(host.serving)}  # not removed: it serves
