@@ -133,9 +133,7 @@ class DeploySettings(Model):
 
 # The proxy's production image: nginx 1.22.1 (the version Debian bookworm packages, which the
 # tests run), the official image pinned by the digest of its multi-arch index.
-PROXY_IMAGE = (
-    "nginx:1.22.1@sha256:fc5f5fb7574755c306aaf88456ebfbe0b006420a184d52b923d2f0197108f6b7"
-)
+PROXY_IMAGE = "nginx:1.22.1@sha256:fc5f5fb7574755c306aaf88456ebfbe0b006420a184d52b923d2f0197108f6b7"
 
 
 def _pinned(value: str) -> str:

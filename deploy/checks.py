@@ -131,8 +131,12 @@ class Checker:
     def __init__(self, transport: Transport, site: Site, auth: Auth, get: Get) -> None:
         self.t, self.site, self.auth, self.get = transport, site, auth, get
 
-    def problem(self, release_id: str, manifest: Mapping[str, Any]) -> Problem | None:
-        """The first failing check of the release, or None when it verifies."""
+    def problem(
+        self, release_id: str, manifest: Mapping[str, Any], outside: bool = True
+    ) -> Problem | None:
+        """The first failing check of the release, or None when it verifies. Without
+        `outside`, the checks through the Tailscale URLs wait (behind the proxy they reach the
+        release that serves, so they run after the switch)."""
         checks = Checks.from_dict(manifest.get("checks") or {})
         project = self.site.project_of(release_id, manifest)
         digests = dict(manifest.get("digests") or {})
@@ -142,6 +146,7 @@ class Checker:
             self.containers(release_id, digests, project)
             or self.http(checks, self.addresses(project) if project != self.site.project else {})
             or self.app_user(release_id, checks)
+            or (self.outside(checks) if outside else None)
         )
 
     def containers(
@@ -165,11 +170,14 @@ class Checker:
             problem = answer_problem(check, code.strip(), body)
             if problem:
                 return problem
+        return None
+
+    def outside(self, checks: Checks) -> Problem | None:
         for check in checks.outside:
             status, body = self.get(check.url)
             problem = answer_problem(check, str(status or ""), body)
             if problem:
-                return Problem(f"from outside: {problem}", problem.permanent)
+                return Problem(f"from outside: {problem}", problem.permanent, problem.failing)
         return None
 
     def app_user(self, release_id: str, checks: Checks) -> Problem | None:

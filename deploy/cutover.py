@@ -174,11 +174,12 @@ class Cutover:
             open_ = sum(self._open_connections(project, ports) for project in old)
             if open_ == 0:
                 break
-            if self.monotonic() + delay > deadline:
+            left = deadline - self.monotonic()
+            if left <= 0:
                 self.log(f"drain: {open_} connection(s) still open after {self.drain_seconds:g} s")
                 break
             self.renew(None)
-            self.sleep(delay)
+            self.sleep(min(delay, left))
             delay = min(delay * 1.5, 1.0)
         for project in old:
             done = self._run(commands.down_project(project, self.stop_grace), timeout=120)

@@ -80,6 +80,19 @@ def mongo_stopped(site: Site, live: str | None) -> Finding:
     )
 
 
+def proxy_elsewhere(served: str | None, live: str | None, redeploy: str) -> Finding:
+    """Behind the proxy: it serves another release than `current` names (a deploy died between
+    the switch and the commit), or nothing (it is down: releases run, but nothing reaches
+    them)."""
+    if served is None:
+        return Finding(f"the proxy does not answer, so no request reaches release {live}", redeploy)
+    return Finding(
+        f"the proxy serves release {served}, but current names {live} (a deploy ended between "
+        "its switch and its commit; both were verified)",
+        redeploy,
+    )
+
+
 def stale_lock(holder: Owner, now: float, cli: str) -> Finding:
     return Finding(
         f"the deploy lock is stale: {holder.describe(now)}, and its holder is gone",

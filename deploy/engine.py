@@ -34,7 +34,14 @@ from typing import Any, TypeVar
 from deploy import commands, steps
 from deploy.checks import Auth, Checker, Get, Problem, fetch, mongo_auth, permanent, tail
 from deploy.cutover import Cutover, routes_of
-from deploy.diagnosis import Finding, HostState, findings, mongo_stopped, stale_lock
+from deploy.diagnosis import (
+    Finding,
+    HostState,
+    findings,
+    mongo_stopped,
+    proxy_elsewhere,
+    stale_lock,
+)
 from deploy.ledger import Ledger, LedgerError
 from deploy.lock import HostLock, Owner
 from deploy.record import (
@@ -56,7 +63,7 @@ from deploy.record import (
     iso,
     lost,
 )
-from deploy.release import ReleaseSpec, Site, content_hash, pin, service_images
+from deploy.release import Checks, ReleaseSpec, Site, content_hash, pin, service_images
 from deploy.transport import CommandResult, SshTarget, Transport, TransportError, connect
 from layout import LEDGER_PATH
 
@@ -221,6 +228,10 @@ class Engine:
             found.append(stale_lock(holder, self.clock(), self.cli))
         if self.policy.backup and not self._mongo_running():
             found.append(mongo_stopped(self.site, state.live))
+        if self.site.proxied and state.live:
+            served = self.cutover.served()
+            if served != state.live:
+                found.append(proxy_elsewhere(served, state.live, self.redeploy))
         return found
 
     # -- the paths ----------------------------------------------------------------------------
@@ -370,13 +381,15 @@ class Engine:
             self._timed(
                 "up", lambda: self.cutover.start(release_id, self.policy.verify_timeout + 60)
             )
-            self._timed("verify", lambda: self._verify(release_id))
+            self._timed("verify", lambda: self._verify(release_id, outside=False))
         except StepError as exc:
             attempt.step, attempt.error = exc.step, str(exc)
             self._timed("rollback", lambda: self._keep(previous, release_id, attempt))
             raise
         try:
             self._timed("switch", lambda: self.cutover.switch(release_id, routes))
+            if manifest.get("checks", {}).get("outside"):  # the Tailscale URLs reach it now
+                self._timed("verify", lambda: self._verify(release_id, only_outside=True))
             self._timed("commit", lambda: self._commit(release_id))
         except StepError as exc:
             attempt.step, attempt.error = exc.step, str(exc)
@@ -395,15 +408,25 @@ class Engine:
         self._settle_previous(previous, attempt)
 
     def _switch_back(self, previous: str | None, failed: str, attempt: Attempt) -> None:
-        if previous is not None:
-            prev_routes = routes_of(self.manifest(previous))
-            try:
-                if prev_routes:
-                    self.cutover.switch(previous, prev_routes)
-            except StepError as exc:
-                attempt.outcome = ROLLBACK_FAILED
-                attempt.rollback = RollbackRecord(previous, "failed", str(exc))
-                return
+        """The proxy back to `previous` (to no release on a first deploy), then the failed
+        release removed. A release from before the proxy cannot take traffic back: the new,
+        verified one keeps it."""
+        routes = routes_of(self.manifest(previous)) if previous else []
+        if previous is not None and not routes:
+            attempt.outcome = ROLLBACK_FAILED
+            attempt.rollback = RollbackRecord(
+                previous,
+                "failed",
+                f"{previous} is from before the proxy and cannot take traffic back; {failed} "
+                "(verified) keeps serving",
+            )
+            return
+        try:
+            self.cutover.switch(previous, routes or routes_of(self.manifest(failed)))
+        except StepError as exc:
+            attempt.outcome = ROLLBACK_FAILED
+            attempt.rollback = RollbackRecord(previous, "failed", str(exc))
+            return
         if failed != previous:
             self.cutover.remove(failed)
         self._settle_previous(previous, attempt)
@@ -490,14 +513,18 @@ class Engine:
         if not result.ok:
             raise StepError("up", f"`docker compose up` failed: {tail(result.stderr)}")
 
-    def _verify(self, release_id: str) -> None:
+    def _verify(self, release_id: str, outside: bool = True, only_outside: bool = False) -> None:
         """Poll the checks with backoff until all pass, one fails for good, the release keeps
         answering errors for `failing_window` (it is up and failing), or the deadline."""
         deadline = self.monotonic() + self.policy.verify_timeout
         delay = 0.25
         failing_since: float | None = None
         while True:
-            problem = self._problem(release_id)
+            if only_outside:
+                manifest = self.manifest(release_id)
+                problem = self.checker.outside(Checks.from_dict(manifest.get("checks") or {}))
+            else:
+                problem = self._problem(release_id, outside)
             if problem is None:
                 return
             now = self.monotonic()
@@ -514,13 +541,13 @@ class Engine:
             self.sleep(delay)
             delay = min(delay * 1.5, 3.0)
 
-    def _problem(self, release_id: str) -> Problem | None:
+    def _problem(self, release_id: str, outside: bool = True) -> Problem | None:
         """The first failing check, or None."""
         try:
             manifest = self.manifest(release_id)
         except DeployError as exc:
             return permanent(str(exc))
-        return self.checker.problem(release_id, manifest)
+        return self.checker.problem(release_id, manifest, outside)
 
     def _commit(self, release_id: str) -> None:
         done = self._run(commands.commit(self.site, release_id))

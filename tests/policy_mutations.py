@@ -103,11 +103,19 @@ def mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     return replace(s["prod"], step, props={"stdin": text})
 
 
-def mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
+def release_mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     release = find(s["dev"], "dev-cloud-release")
     text = release.props["compose"].replace("127.0.0.1:27017:27017", "0.0.0.0:27017:27017")
     assert text != release.props["compose"]
     return replace(s["dev"], release, props={"compose": text})
+
+
+def proxy_on_all_interfaces(s: dict[str, Stack]) -> Stack:
+    """The proxy's port published on every interface: the backend beside Tailscale's serve."""
+    step = find(s["dev"], "dev-cloud-proxy-compose")
+    text = step.props["stdin"].replace('"127.0.0.1:3001:3001"', '"3001:3001"')
+    assert text != step.props["stdin"]
+    return replace(s["dev"], step, props={"stdin": text})
 
 
 def release_by_tag(s: dict[str, Stack]) -> Stack:
@@ -165,7 +173,8 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     ),
     (match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
     (mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
-    (mongo_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
+    (release_mongo_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
+    (proxy_on_all_interfaces, "loopback-ports", "dev-cloud-proxy-compose", "127.0.0.1:"),
     (release_by_tag, "release-images-pinned", "prod-cloud-release", "pin it to the registry"),
     (device_image_by_tag, "release-images-pinned", "virtual-smoker-device-release", "digest"),
     (no_vzdump, "prod-backups", "prod-cloud", "app.vzdump"),

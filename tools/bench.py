@@ -17,6 +17,7 @@ from typing import Any
 from components.release import target_of
 from deploy.engine import DeployError
 from layout import BACKUP_TOOL
+from tools.bench_cutover import bench_cutover
 
 RUNS = 5
 IMPORT_PROGRAM = (
@@ -121,6 +122,7 @@ def bench_baseline() -> None:
                 deployed = deploy_app(env, releases)
                 bench_backups(env, deployed.release)
                 bench_deploy(env, releases)
+                bench_cutover(env, releases)
     finally:
         if guest is not None:
             guest.stop()

@@ -186,7 +186,7 @@ def test_a_mutated_release_fails_under_its_per_resource_token(
     policy_stacks: dict[str, Stack],
     preview: bool,
 ) -> None:
-    (mutate,) = [m for m, *_ in MUTATIONS if m.__name__ == "mongo_on_all_interfaces"]
+    (mutate,) = [m for m, *_ in MUTATIONS if m.__name__ == "release_mongo_on_all_interfaces"]
     after = mutate(policy_stacks)
     resources = mutated(engine_stack(syntheses["dev"], preview), policy_stacks["dev"], after, "dev")
     found = pack.analyze(_retyped(resources), "dev", dry_run=preview)

@@ -56,6 +56,24 @@ def spec(version: str, password: str = APP_PASSWORD, planned: bool = False) -> R
     return ReleaseSpec(compose(version, planned), env, CHECKS)
 
 
+# Behind the proxy (a cloud guest): MongoDB in the guest's project, the app in the release's.
+ROUTES = ({"service": "backend", "port": 3001}, {"service": "frontend", "port": 3000})
+PROXIED_CHECKS = Checks(
+    (
+        HttpCheck("http://backend:3001/api/health", json={"status": "ok"}),
+        HttpCheck("http://frontend:3000/"),
+    ),
+    mongo_user_env="backend.env",
+)
+
+
+def proxied_spec(version: str, password: str = APP_PASSWORD) -> ReleaseSpec:
+    base = spec(version, password)
+    project = json.loads(base.compose)
+    project["services"]["mongo"]["profiles"] = ["data"]
+    return ReleaseSpec(json.dumps(project), base.env_files, PROXIED_CHECKS, ROUTES)
+
+
 class Clock:
     epoch = 1_800_000_000  # wall() at t = 0
 
@@ -80,7 +98,9 @@ def fake_host() -> FakeHost:
     return FakeHost(registry=registry, broken={digest("backend", "1.2.0")})
 
 
-def make_engine(host: FakeHost, clock: Clock, auth_ok: bool = True, **policy: Any) -> Engine:
+def make_engine(
+    host: FakeHost, clock: Clock, auth_ok: bool = True, proxied: bool = False, **policy: Any
+) -> Engine:
     def auth(_t: Transport, _port: int, url: str) -> None:
         assert url.startswith("mongodb://smartsmoker:")
         if not auth_ok:
@@ -88,7 +108,7 @@ def make_engine(host: FakeHost, clock: Clock, auth_ok: bool = True, **policy: An
 
     return Engine(
         host,
-        Site(PROJECT, APP_DIR),
+        Site(PROJECT, APP_DIR, proxied=proxied),
         "tester@ci via test",
         Policy(verify_timeout=30, **policy),
         auth=auth,

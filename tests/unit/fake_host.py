@@ -28,6 +28,19 @@ BACKUP_DIR = f"{APP_DIR}/backups"
 
 # (step name, pattern) in the order they are tried
 PATTERNS: list[tuple[str, str]] = [
+    # the cutover (deploy/cutover.py)
+    ("networks", r"^for n in .* docker network inspect "),
+    ("up-data", r"^docker compose -p \S+ -f \S+ up -d --wait mongo$"),
+    ("addresses", r"^docker ps -q --filter \S+ \| xargs -r docker inspect "),
+    ("projects", r"^docker ps -a --filter label=com\.docker\.compose\.project --format "),
+    ("connections", r"^pid=\$\(docker inspect "),
+    ("down", r"^ids=\$\(docker ps -aq --filter "),
+    ("stop-legacy", r"^ids=\$\(echo "),
+    ("proxy-up", r"^\[ -f \S+/proxy/compose\.yaml \]"),
+    ("served", r"^curl -s -m 2 http://127\.0\.0\.1:3099/release"),
+    ("upstreams", r"&& cat > \S+/upstreams\.conf\.new && "),
+    ("reload", r"^if ! docker exec \S+ nginx -q -t "),
+    # the in-place update and everything else
     ("survey", r"^\[ -f \S+ \] && echo ledger; "),
     ("lock", r"^mkdir -p \$\(dirname .*\) && mkdir -m 0700 "),
     ("lock-status", r"^cat \S+/owner\.json 2>/dev/null$"),
@@ -79,6 +92,10 @@ class Container:
     env: str
     generation: int  # bumped on every (re)creation
 
+    @property
+    def ip(self) -> str:
+        return f"10.9.{self.generation // 250}.{self.generation % 250 + 1}"
+
 
 @dataclass
 class FakeHost:
@@ -98,6 +115,12 @@ class FakeHost:
     generation: int = 0
     backups: int = 0
     dropped: bool = False  # the connection is gone: every command fails until `reconnect`
+    # behind the proxy: each release's own project, and what nginx serves
+    projects: dict[str, dict[str, Container]] = field(default_factory=dict)
+    proxy_running: bool = False
+    serving: str | None = None  # the release id nginx serves (NO_RELEASE before the first)
+    served_log: list[str | None] = field(default_factory=list)  # `serving` before each command
+    open_connections: dict[str, int] = field(default_factory=dict)  # project -> established
 
     def reconnect(self) -> None:
         self.dropped = False
@@ -112,7 +135,8 @@ class FakeHost:
         when: Callable[[str], bool] | None = None,
     ) -> None:
         """Fail the next `step` command (after `skip` that succeed) with exit 1, or drop the
-        connection; with `when`, fail every `step` command it matches instead."""
+        connection; with `when`, fail every `step` command it matches instead. Step `any`
+        counts every command."""
         self.failures[step] = Failure(skip, "drop" if drop else "exit", when)
 
     def move_tag(self, tag_ref: str, digest_ref: str) -> None:
@@ -147,11 +171,13 @@ class FakeHost:
         step = next((name for name, rx in PATTERNS if re.search(rx, command, re.S)), None)
         assert step is not None, f"the fake host does not know: {command}"
         self.steps.append(step)
+        self.served_log.append(self.serving if self.proxy_running else None)
         self.commands.append(command)
         self.stdins.append(stdin)
-        how = self.failures[step].fires(command) if step in self.failures else None
-        if how and self.failures[step].when is None:
-            del self.failures[step]
+        key = step if step in self.failures else "any" if "any" in self.failures else None
+        how = self.failures[key].fires(command) if key else None
+        if how and key and self.failures[key].when is None:
+            del self.failures[key]
         if how == "drop":
             self.dropped = True
             raise TransportError("SSH command failed: connection reset by peer")
@@ -212,6 +238,8 @@ class FakeHost:
         return self._ok("".join(rows))
 
     def _mongo_ps(self, command: str, stdin: bytes) -> CommandResult:
+        if "-proxy --filter" in command:  # the proxy's container (same `docker ps` shape)
+            return self._ok("p1\n" if self.proxy_running else "")
         return self._ok("abc123\n" if self.mongo_running else "")
 
     def _backup(self, command: str, stdin: bytes) -> CommandResult:
@@ -270,19 +298,44 @@ class FakeHost:
         path = shlex.split(command)[5]
         return path.rsplit("/", 2)[-2]
 
+    def _project_of(self, command: str) -> str:
+        return shlex.split(command)[3]
+
+    def _group(self, project: str) -> dict[str, Container]:
+        """The containers of a Compose project (the guest's own: `containers`)."""
+        if project == PROJECT:
+            return self.containers
+        return self.projects.setdefault(project, {})
+
+    def _create(self, group: dict[str, Container], services: dict[str, Any], base: str) -> None:
+        for name, svc in services.items():
+            env = "".join(self.files.get(f"{base}/{f}", "") for f in svc.get("env_file", []))
+            old = group.get(name)
+            if old is None or (old.image, old.env) != (svc["image"], env):
+                self.generation += 1
+                group[name] = Container(svc["image"], env, self.generation)
+
     def _up(self, command: str, stdin: bytes) -> CommandResult:
         base = f"{APP_DIR}/releases/{self._release_of(command)}"
         if f"{base}/compose.yaml" not in self.files:
             return CommandResult(1, "", "no such compose file")
-        project = yaml.safe_load(self.files[f"{base}/compose.yaml"])
-        for name, svc in project["services"].items():
-            env = "".join(self.files.get(f"{base}/{f}", "") for f in svc.get("env_file", []))
-            old = self.containers.get(name)
-            if old is None or (old.image, old.env) != (svc["image"], env):
-                self.generation += 1
-                self.containers[name] = Container(svc["image"], env, self.generation)
-        for name in set(self.containers) - set(project["services"]):
-            del self.containers[name]
+        services = yaml.safe_load(self.files[f"{base}/compose.yaml"])["services"]
+        project = self._project_of(command)
+        if project != PROJECT:  # a release's own project: the services without a profile
+            services = {n: svc for n, svc in services.items() if not svc.get("profiles")}
+        group = self._group(project)
+        self._create(group, services, base)
+        for name in set(group) - set(services):
+            del group[name]
+        if any(c.image in self.broken for c in group.values()) and project != PROJECT:
+            # compose waits for the backend to be healthy before the frontend: it fails
+            return CommandResult(1, "", "dependency failed to start: backend is unhealthy")
+        return self._ok()
+
+    def _up_data(self, command: str, stdin: bytes) -> CommandResult:
+        base = f"{APP_DIR}/releases/{self._release_of(command)}"
+        services = yaml.safe_load(self.files[f"{base}/compose.yaml"])["services"]
+        self._create(self.containers, {"mongo": services["mongo"]}, base)
         return self._ok()
 
     def _ps(self, command: str, stdin: bytes) -> CommandResult:
@@ -293,17 +346,100 @@ class FakeHost:
                 "State": "running",
                 "Health": "unhealthy" if c.image in self.broken else "healthy",
             }
-            for name, c in self.containers.items()
+            for name, c in self._group(self._project_of(command)).items()
         ]
         return self._ok("\n".join(json.dumps(r) for r in rows))
 
     def _http(self, command: str, stdin: bytes) -> CommandResult:
-        backend = self.containers.get("backend")
+        url = shlex.split(command)[-1]
+        host = url.split("/")[2].split(":")[0]
+        if host == "127.0.0.1":  # in place: the guest's project publishes the ports
+            backend = self.containers.get("backend")
+        else:
+            backend = next(
+                (
+                    group["backend"]
+                    for group in self.projects.values()
+                    if any(c.ip == host for c in group.values()) and "backend" in group
+                ),
+                None,
+            )
         if backend is None:
             return self._ok("\n000")
         if backend.image in self.broken | self.http_broken:
             return self._ok('{"status":"error"}\n503')
         return self._ok('{"status":"ok"}\n200')
+
+    # -- the cutover --------------------------------------------------------------------------
+
+    def _networks(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok()
+
+    def _addresses(self, command: str, stdin: bytes) -> CommandResult:
+        project = re.search(r"project=(\S+) \|", command)
+        assert project is not None
+        group = self.projects.get(shlex.split(project[1])[0], {})
+        return self._ok("".join(f"{name} {c.ip} \n" for name, c in group.items()))
+
+    def _projects(self, command: str, stdin: bytes) -> CommandResult:
+        names = {name for name, group in self.projects.items() if group}
+        if self.containers:
+            names.add(PROJECT)
+        if self.proxy_running:
+            names.add(f"{PROJECT}-proxy")
+        return self._ok("".join(f"{n}\n" for n in sorted(names)))
+
+    def _connections(self, command: str, stdin: bytes) -> CommandResult:
+        project = re.search(r"docker inspect -f '\{\{\.State\.Pid\}\}' (\S+)-backend-1", command)
+        assert project is not None
+        n = self.open_connections.get(project[1], 0)
+        if n:
+            self.open_connections[project[1]] = n - 1  # one request finishes per poll
+        return self._ok(f"backend {n}\nfrontend 0\n")
+
+    def _down(self, command: str, stdin: bytes) -> CommandResult:
+        project = re.search(r"project=(\S+)\)", command)
+        assert project is not None
+        self.projects.pop(shlex.split(project[1])[0], None)
+        return self._ok()
+
+    def _stop_legacy(self, command: str, stdin: bytes) -> CommandResult:
+        for name in ("backend", "frontend"):
+            self.containers.pop(name, None)
+        return self._ok()
+
+    def _proxy_up(self, command: str, stdin: bytes) -> CommandResult:
+        if "backend" in self.containers or "frontend" in self.containers:
+            return CommandResult(1, "", "Bind for 127.0.0.1:3001 failed: port is already allocated")
+        self.proxy_running = True
+        self.serving = self._upstreams_release()
+        return self._ok()
+
+    def _served(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok(f"{self.serving}\n" if self.proxy_running else "")
+
+    def _upstreams(self, command: str, stdin: bytes) -> CommandResult:
+        path = f"{APP_DIR}/proxy/conf/upstreams.conf"
+        if path in self.files:
+            self.files[path + ".prev"] = self.files[path]
+        self.files[path] = stdin.decode()
+        return self._ok()
+
+    def _reload(self, command: str, stdin: bytes) -> CommandResult:
+        """nginx -t resolves every upstream server: a missing container fails the test."""
+        path = f"{APP_DIR}/proxy/conf/upstreams.conf"
+        servers = re.findall(r"server (\S+)-(backend|frontend)-1:\d+;", self.files[path])
+        if not all(svc in self.projects.get(proj, {}) for proj, svc in servers):
+            if path + ".prev" in self.files:
+                self.files[path] = self.files.pop(path + ".prev")
+            return CommandResult(1, "", "host not found in upstream")
+        self.serving = self._upstreams_release()
+        return self._ok()
+
+    def _upstreams_release(self) -> str | None:
+        text = self.files.get(f"{APP_DIR}/proxy/conf/upstreams.conf", "")
+        found = re.search(r'default "(\S+)";', text)
+        return found[1] if found else None
 
     def _db_url(self, command: str, stdin: bytes) -> CommandResult:
         text = self.files.get(shlex.split(command)[-1], "")

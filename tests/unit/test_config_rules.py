@@ -227,6 +227,14 @@ REFUSED: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
         "mongoRootPassword",
         "Compose env file",
     ),
+    ("proxy-by-tag", at("app.proxy.image", "nginx:1.22.1"), "app.proxy.image", "by digest"),
+    ("drain-negative", at("app.deploy.drainSeconds", -1), "app.deploy.drainSeconds", "0..600"),
+    (
+        "failing-window-zero",
+        at("app.deploy.failingWindowSeconds", 0),
+        "app.deploy.failingWindowSeconds",
+        "1..600",
+    ),
 ]
 
 

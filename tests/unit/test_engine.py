@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import calendar
-import re
-import time
-
 import http.server
 import json
+import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 

@@ -33,7 +33,8 @@ def test_second_holder_fails_at_once_naming_the_first(tmp_path: Path, clock: Clo
     first, second = lock(tmp_path, clock), lock(tmp_path, clock)
     first.acquire("alice@laptop", "deploy release 42")
     with pytest.raises(
-        LockHeldError, match=r"deploy release 42 by alice@laptop since .*\(active; stale at .* unless renewed\)"
+        LockHeldError,
+        match=r"deploy release 42 by alice@laptop since .*\(active; stale at .* unless renewed\)",
     ):
         second.acquire("ci@runner", "baseline")
     assert oct((tmp_path / "lock").stat().st_mode & 0o777) == "0o700"

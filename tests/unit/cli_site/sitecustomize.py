@@ -16,13 +16,13 @@ if SCENARIO:
     import deploy.engine as engine_module
     from deploy.lock import HostLock
     from deploy.transport import SshTarget
-    from tests.unit.engine_kit import Clock, fake_host, make_engine, spec
+    from tests.unit.engine_kit import Clock, fake_host, make_engine, proxied_spec
     from tests.unit.fake_host import FakeHost
 
     host, clock = fake_host(), Clock()
     for version in ("1.0.0", "1.1.0"):
         clock.t += 60
-        make_engine(host, clock).deploy(spec(version))
+        make_engine(host, clock, proxied=True).deploy(proxied_spec(version))
     if SCENARIO == "lock-held":
         HostLock(host, clock=clock.wall).acquire("bob@laptop via cli", "deploy")
     elif SCENARIO == "ledger-unwritable":
