@@ -53,9 +53,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_cutover(env: Any, releases: Any) -> None:
-    from tests.tier3.probe import BACKEND, FRONTEND, probing
-
     from tests.tier3.app_env import SECRETS
+    from tests.tier3.probe import BACKEND, FRONTEND, probing
     from tests.tier3.release_env import N1, N2, N, release_config, release_props
 
     guest = env.guest
