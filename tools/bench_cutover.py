@@ -22,9 +22,9 @@ IN_PLACE_PORTS = {"backend": "127.0.0.1:3001:3001", "frontend": "127.0.0.1:80:30
 IN_PLACE_URLS = {"backend:3001": "127.0.0.1:3001", "frontend:3000": "127.0.0.1:80"}
 
 
-def in_place(props: dict[str, Any]) -> dict[str, Any]:
-    """The Release inputs as they were before the proxy."""
-    project = yaml.safe_load(props["compose"])
+def in_place_compose(compose: str) -> str:
+    """A cloud release's compose file as it was before the proxy: one project, host ports."""
+    project = yaml.safe_load(compose)
     project.pop("networks", None)
     services = project["services"]
     services["mongo"].pop("profiles", None)
@@ -32,11 +32,15 @@ def in_place(props: dict[str, Any]) -> dict[str, Any]:
         services[name].pop("networks", None)
         services[name]["ports"] = [port]
     services["backend"]["depends_on"] = {"mongo": {"condition": "service_healthy"}}
+    return yaml.safe_dump(project, sort_keys=False, width=1000)
+
+
+def in_place(props: dict[str, Any]) -> dict[str, Any]:
+    """The Release inputs as they were before the proxy."""
     checks = yaml.safe_load(
         _replace_all(yaml.safe_dump(props["checks"]), IN_PLACE_URLS)  # same checks, host ports
     )
-    compose = yaml.safe_dump(project, sort_keys=False, width=1000)
-    return {**props, "compose": compose, "checks": checks, "routes": []}
+    return {**props, "compose": in_place_compose(props["compose"]), "checks": checks, "routes": []}
 
 
 def _replace_all(text: str, pairs: dict[str, str]) -> str:

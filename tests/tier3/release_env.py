@@ -145,3 +145,20 @@ def deploy(props: dict[str, Any], olds: dict[str, Any] | None = None) -> dict[st
         return dict(provider.create(props).outs or {})
     assert provider.diff("release", olds, props).changes
     return dict(provider.update("release", olds, props).outs or {})
+
+
+def live_containers(guest: Any, project: str) -> dict[str, tuple[str, str]]:
+    """service -> (health, image) of the live release: MongoDB in the guest's project, backend
+    and frontend in the release's own project (behind the proxy, which is left out)."""
+    out = guest.run(
+        "docker ps -q --filter label=com.docker.compose.project | xargs -r docker inspect -f "
+        '\'{{index .Config.Labels "com.docker.compose.project"}} '
+        '{{index .Config.Labels "com.docker.compose.service"}} '
+        "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.Config.Image}}'"
+    ).stdout
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return {
+        r[1]: (r[2], r[3])
+        for r in rows
+        if (r[0] == project or r[0].startswith(project + "-")) and r[1] != "proxy"
+    }

@@ -39,6 +39,7 @@ from tests.tier3.release_env import (
     N,
     Releases,
     connection_props,
+    live_containers,
     prepare_guest,
     release_config,
     release_props,
@@ -112,9 +113,7 @@ class Site:
         return str(self.run(f"readlink {APP_DIR}/current").stdout.strip().rsplit("/", 1)[-1])
 
     def live_images(self) -> dict[str, str]:
-        out = self.run(f"docker compose -p {PROJECT} ps --format json").stdout
-        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return {r["Service"]: r["Image"] for r in rows}
+        return {svc: image for svc, (_, image) in live_containers(self.guest, PROJECT).items()}
 
     def ledger(self) -> list[dict[str, Any]]:
         out = self.run(f"cat {LEDGER}").stdout

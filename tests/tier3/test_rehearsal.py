@@ -32,7 +32,7 @@ from tests.tier3.rehearsal_env import (
     rehearsal,
     summary,
 )
-from tests.tier3.release_env import N, Releases
+from tests.tier3.release_env import N, Releases, live_containers
 
 PROJECT = "smart-smoker-dev"
 APP_DIR = "/opt/smart-smoker-dev"
@@ -65,9 +65,8 @@ def overlap(a: StepRecord, b: StepRecord) -> bool:
 def verify_release(guest: Guest, run: Run) -> None:
     """The release is live and verified on `guest`: every service healthy, `current` points at
     the Release's ID, the ledger's last record is that deploy, the app answers."""
-    out = guest.run(f"docker compose -p {PROJECT} ps --format json").stdout
-    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert {r["Service"]: r["Health"] for r in rows} == {
+    live = live_containers(guest, PROJECT)
+    assert {service: health for service, (health, _) in live.items()} == {
         "mongo": "healthy",
         "backend": "healthy",
         "frontend": "healthy",

@@ -47,6 +47,7 @@ from testbed.harness.engine import LABEL
 from testbed.proxy import NGINX_VERSION, build_proxy, package_version
 from testbed.standins import StandinImages, build_standins
 from tests.configs import evolve, parse, stack_raw
+from tools.bench_cutover import in_place_compose
 
 pytestmark = pytest.mark.tier3
 
@@ -171,7 +172,8 @@ def deployed(guest_factory: Callable[..., Guest], standins: StandinImages) -> It
     cfg, spec = _stack()
     app_dir = cfg.baseline.app_dir
     d = Deployed(guest, cfg, spec, standins, f"{app_dir}/compose.yaml")
-    compose = compose_file(cfg, spec, standins.app_images(VERSION))
+    # the services in one project with their own ports (the stand-ins, not the cutover, on test)
+    compose = in_place_compose(compose_file(cfg, spec, standins.app_images(VERSION)))
     guest.run(f"install -d -m 0755 {app_dir} && cat > {d.compose_path}", input=compose.encode())
     for name, text in (
         ("mongo.env", mongo_env(ROOT_PW)),
