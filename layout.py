@@ -27,6 +27,12 @@ SECRETS_DIR = "/etc/smart-smoker"
 
 BACKUP_TOOL_NAME = "smart-smoker-backup"  # the command, its systemd units, its syslog tag
 BACKUP_TOOL = f"/usr/local/sbin/{BACKUP_TOOL_NAME}"
+BACKUP_SHIP_UNIT = f"{BACKUP_TOOL_NAME}-ship.service"  # ships every unshipped dump off the guest
+BACKUP_RETENTION = "/usr/local/lib/smart-smoker/backup_retention.py"  # the tool's Python half
+RESTIC_DIR = f"{SECRETS_DIR}/restic"  # root-only: the repository, its password, SSH files
+RESTIC_CACHE_DIR = "/var/cache/smart-smoker/restic"
+INSTANCE_ID = f"{STATUS_DIR}/instance-id"  # made once per guest disk: a rebuilt guest is new
+OFFSITE_LAST = f"{STATUS_DIR}/offsite-last.json"  # the newest dump shipped off the guest
 
 # -- the host deploy lock (deploy/lock.py; rendering/plan.py wraps baseline steps in it) --------
 
@@ -39,6 +45,7 @@ LOCKED_EXIT = 75  # EX_TEMPFAIL: a locked-out baseline step; try again once the 
 RELEASES = "releases"
 CURRENT = "current"
 BACKUPS = "backups"
+LATEST_BACKUP = "latest"  # in backups/: a symlink to the newest complete, verified archive
 COMMITTED_MARK = ".committed"  # in a release directory: it went live verified
 STAGING_PREFIX = ".staging-"  # a release directory being staged
 MANIFEST = "manifest.json"

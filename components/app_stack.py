@@ -12,8 +12,10 @@ from components.images import planned_images
 from components.mongo_users import MongoUsers
 from components.release import Release
 from config import GuestSpec, StackConfig
+from config.secrets import Secret
 from rendering import app
 from rendering.files import app_files_plan
+from rendering.restic import ResticSecrets
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,27 @@ def app_secrets(cfg: StackConfig) -> app.AppSecrets:
         mongo_app_password=s.mongo_app_password.reveal(),
         vapid_private_key=s.vapid_private_key.reveal(),
         backup_webhook_url=s.backup_webhook_url.reveal() if s.backup_webhook_url else None,
+        restic=restic_secrets(cfg),
+    )
+
+
+def restic_secrets(cfg: StackConfig) -> ResticSecrets | None:
+    """The off-guest repository's secrets (checked when the config loaded), when it is enabled."""
+    if not cfg.app.backups.offsite.enabled:
+        return None
+    s = cfg.secrets
+    assert s.restic_repository and s.restic_password
+
+    def text(secret: Secret | None) -> str | None:
+        return secret.reveal() if secret else None
+
+    return ResticSecrets(
+        repository=s.restic_repository.reveal(),
+        password=s.restic_password.reveal(),
+        ssh_private_key=text(s.restic_ssh_private_key),
+        ssh_known_hosts=text(s.restic_ssh_known_hosts),
+        aws_access_key_id=text(s.restic_aws_access_key_id),
+        aws_secret_access_key=text(s.restic_aws_secret_access_key),
     )
 
 

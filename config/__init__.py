@@ -7,7 +7,7 @@ fix. This package imports nothing else of the project, and not Pulumi.
 """
 
 from config.app import APP_IMAGES, AppSettings, DeploySettings, HealthcheckSettings, Images
-from config.backups import BackupSettings, Retention, VzdumpSettings
+from config.backups import BackupSettings, OffsiteSettings, Retention, VzdumpSettings
 from config.baseline import BaselineSettings, CrunSettings, DockerSettings, Fail2banSettings
 from config.errors import PROJECT, ConfigError, Problem
 from config.guests import GuestSpec, LxcFeatures
@@ -61,6 +61,7 @@ __all__ = [
     "Images",
     "LxcFeatures",
     "NetworkSettings",
+    "OffsiteSettings",
     "Problem",
     "ProxmoxSettings",
     "PulumiCliSettings",

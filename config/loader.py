@@ -29,6 +29,7 @@ from config.secrets import (
     SECRET_BY_NAME,
     Secrets,
     attribute,
+    check_offsite,
     check_proxmox_auth,
     check_required,
     looks_secret,
@@ -188,6 +189,9 @@ def parse_config(
     problems += check_required(secrets, required, stack)
     if sections.get("app") is not None and sections["app"].registry_auth is not None:
         problems += check_required(secrets, ["registryPassword"], stack)
+    cloud = not host and any(g.kind == "lxc" for g in guests)
+    if cloud and sections.get("app") is not None and sections["app"].backups.offsite.enabled:
+        problems += check_offsite(secrets, stack)
 
     if problems:
         raise ConfigError(stack, problems)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from config.backups import REPOSITORY_FORMS, parse_restic_repository
 from config.errors import REQUIRED, SECRET_CLASS, Problem, problem
 
 
@@ -43,6 +44,12 @@ class Secrets:
     backup_webhook_url: Secret | None = None
     registry_password: Secret | None = None
     github_runner_token: Secret | None = None
+    restic_repository: Secret | None = None
+    restic_password: Secret | None = None
+    restic_ssh_private_key: Secret | None = None
+    restic_ssh_known_hosts: Secret | None = None
+    restic_aws_access_key_id: Secret | None = None
+    restic_aws_secret_access_key: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,38 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "backupWebhookUrl",
         "optional webhook URL that backup failures are posted to",
         "pulumi config set --secret backupWebhookUrl",
+    ),
+    SecretKey(
+        "resticRepository",
+        "where the off-guest backups go (app.backups.offsite): a restic repository, e.g. "
+        "sftp:restic@nas:/srv/restic/<stack>",
+        "pulumi config set --secret resticRepository",
+    ),
+    SecretKey(
+        "resticPassword",
+        "the password of the restic repository (keep a copy outside the platform: without it "
+        "the off-guest backups cannot be read)",
+        "pulumi config set --secret resticPassword",
+    ),
+    SecretKey(
+        "resticSshPrivateKey",
+        "SSH private key of the user of an sftp: restic repository",
+        "pulumi config set --secret resticSshPrivateKey < ~/.ssh/smoker_restic_ed25519",
+    ),
+    SecretKey(
+        "resticSshKnownHosts",
+        "the known_hosts line(s) of an sftp: restic repository's server (ssh-keyscan HOST)",
+        'pulumi config set --secret resticSshKnownHosts "$(ssh-keyscan -t ed25519 HOST)"',
+    ),
+    SecretKey(
+        "resticAwsAccessKeyId",
+        "access key id of an s3: restic repository",
+        "pulumi config set --secret resticAwsAccessKeyId",
+    ),
+    SecretKey(
+        "resticAwsSecretAccessKey",
+        "secret access key of an s3: restic repository",
+        "pulumi config set --secret resticAwsSecretAccessKey",
     ),
     SecretKey(
         "tailscaleAuthKey",
@@ -230,6 +269,16 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
             "create an OAuth client with the auth_keys scope in the admin console "
             f"(Settings > Trust credentials) and run `{spec.command(stack)}` with its credential",
         )
+    if spec.key == "resticSshKnownHosts" and not all(
+        re.fullmatch(r"\S+ (ssh-|ecdsa-|sk-)\S+ [A-Za-z0-9+/=]+( .*)?", line.strip())
+        for line in value.strip().splitlines()
+    ):
+        yield bad(
+            "is not known_hosts lines (host keytype key)",
+            f"run `{spec.command(stack)}` with the output of ssh-keyscan for the server",
+        )
+    if spec.key.startswith("resticAws") and re.search(r"\s", value.strip()):
+        yield bad("must be a single word (no spaces or line breaks)")
     if spec.key == "proxmoxApiToken" and not re.fullmatch(r"[^@\s]+@[^!\s]+![^=\s]+=\S+", value):
         yield bad(
             "must look like user@realm!tokenid=uuid",
@@ -261,6 +310,26 @@ def check_required(
         if key not in secrets:
             spec = SECRET_BY_NAME[key]
             yield problem(key, REQUIRED, f"is missing: {spec.what}", f"run `{spec.command(stack)}`")
+
+
+def check_offsite(secrets: Mapping[str, Secret], stack: str) -> Iterator[Problem]:
+    """The secrets `app.backups.offsite` needs: the repository, its password, and what its kind
+    of repository needs to be reached."""
+    yield from check_required(secrets, ["resticRepository", "resticPassword"], stack)
+    if "resticRepository" not in secrets:
+        return
+    repository = parse_restic_repository(secrets["resticRepository"].reveal())
+    if isinstance(repository, str):
+        spec = SECRET_BY_NAME["resticRepository"]
+        yield Problem(
+            spec.key, "<secret>", repository, f"run `{spec.command(stack)}` with {REPOSITORY_FORMS}"
+        )
+    elif repository.kind == "sftp":
+        yield from check_required(secrets, ["resticSshPrivateKey", "resticSshKnownHosts"], stack)
+    elif repository.kind == "s3":
+        yield from check_required(
+            secrets, ["resticAwsAccessKeyId", "resticAwsSecretAccessKey"], stack
+        )
 
 
 def check_proxmox_auth(

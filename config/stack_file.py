@@ -33,6 +33,10 @@ def placeholder_secret(key: str) -> str:
         return "synth_placeholder_githubRunnerToken"
     if key.endswith("Url"):
         return "https://synth-placeholder.invalid/hook"
+    if key == "resticRepository":
+        return "sftp:restic@synth-placeholder.invalid:/srv/restic/placeholder"
+    if key == "resticSshKnownHosts":
+        return "synth-placeholder.invalid ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPlaceholder"
     return f"synth-placeholder-{key}"
 
 

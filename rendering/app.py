@@ -21,6 +21,7 @@ import layout
 from config import AppSettings, GuestSpec, StackConfig
 from layout import SECRETS_DIR
 from rendering.plan import Step, file_step, script
+from rendering.restic import ResticSecrets
 from rendering.tailscale import serve_urls
 
 MONGO_ENV = f"{SECRETS_DIR}/mongo.env"  # the bootstrap's; a release carries its own copy
@@ -337,6 +338,7 @@ class AppSecrets:
     mongo_app_password: str = field(repr=False)
     vapid_private_key: str = field(repr=False)
     backup_webhook_url: str | None = field(default=None, repr=False)
+    restic: ResticSecrets | None = field(default=None, repr=False)  # app.backups.offsite
 
 
 def bootstrap_compose_path(cfg: StackConfig) -> str:

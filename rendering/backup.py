@@ -7,22 +7,35 @@ all read and write `<app_dir>/backups` (the old system dumped to one path and ch
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import layout
 from config import StackConfig
 from layout import BACKUP_FAILURES_LOG as FAILURES_LOG
-from layout import BACKUP_TOOL as TOOL_PATH
 from layout import (
+    BACKUP_RETENTION,
+    BACKUP_SHIP_UNIT,
     BACKUP_TOOL_NAME,
+    INSTANCE_ID,
+    LATEST_BACKUP,
     MONGO_SERVICE,
+    OFFSITE_LAST,
     PROJECT_LABEL,
+    RESTIC_CACHE_DIR,
+    RESTIC_DIR,
     SECRETS_DIR,
     SERVICE_LABEL,
     STATUS_DIR,
 )
+from layout import BACKUP_TOOL as TOOL_PATH
+from rendering import restic
 from rendering.app import MONGO_ADMIN_USER, MONGO_APP_DATABASE, MONGO_TOOLS_CONFIG
 from rendering.plan import Step, file_step, script
+from rendering.restic import ResticSecrets
 from rendering.shell import ShellValue, with_prologue
+
+RESTIC_VERSION = "0.14.0"  # Debian bookworm's restic; the tool is tested with it
+RETENTION_SOURCE = Path(__file__).with_name("backup_retention.py")
 
 WEBHOOK_CONFIG = f"{SECRETS_DIR}/backup-webhook.curl"
 UNIT_PREFIX = BACKUP_TOOL_NAME
@@ -57,6 +70,17 @@ def backup_tool(cfg: StackConfig, project: str) -> str:
         "WEBHOOK_CONFIG": WEBHOOK_CONFIG,
         "STATUS_DIR": STATUS_DIR,
         "FAILURES_LOG": FAILURES_LOG,
+        "LATEST": LATEST_BACKUP,
+        "CURRENT_MANIFEST": f"{layout.current_link(cfg.baseline.app_dir)}/{layout.MANIFEST}",
+        "INSTANCE_FILE": INSTANCE_ID,
+        "RETENTION": BACKUP_RETENTION,
+        "OFFSITE": int(backups.offsite.enabled),
+        "OFFSITE_LAST": OFFSITE_LAST,
+        "RESTIC_ENV": restic.ENV_FILE,
+        "RESTIC_TAG": "smart-smoker",
+        "SFTP_COMMAND": restic.SFTP_COMMAND,
+        "READ_SUBSET": backups.offsite.read_data_subset,
+        "SHIP_UNIT": BACKUP_SHIP_UNIT,
     }
     header = (
         f"Managed by smoker-infra: MongoDB backups for the Compose project {project}.\n"
@@ -95,7 +119,15 @@ Persistent=true
 WantedBy=timers.target
 """
     weekday, _, time_of_day = backups.validate_calendar.rpartition(" ")
-    return {
+    ship = {
+        BACKUP_SHIP_UNIT: service.format(
+            description="Smart Smoker off-guest copies of the MongoDB backups (restic)",
+            failure=failure + "\nAfter=network-online.target\nWants=network-online.target",
+            tool=TOOL_PATH,
+            command="ship",
+        )
+    }
+    return ({} if not backups.offsite.enabled else ship) | {
         f"{UNIT_PREFIX}.service": service.format(
             description="Smart Smoker nightly MongoDB backup",
             failure=failure,
@@ -134,9 +166,41 @@ def webhook_curl_config(url: str) -> str:
     return f'url = "{escaped}"\nrequest = "POST"\n'
 
 
-def backup_plan(cfg: StackConfig, project: str, webhook_url: str | None) -> list[Step]:
-    """The tool, its units and timers (and the webhook's secret curl config when set)."""
+def restic_step() -> Step:
+    """restic from the distribution, refused unless it is the version the tool is tested with."""
+    return Step(
+        "restic",
+        script(
+            f"install -d -m 0700 {RESTIC_DIR}",
+            f"install -d -m 0700 {RESTIC_CACHE_DIR}",
+            f"want={RESTIC_VERSION}",
+            "have=$(restic version 2>/dev/null | awk '{print $2}' || true)",
+            'if [ "$have" = "$want" ]; then echo "unchanged restic $have"; exit 0; fi',
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic"
+            " >/dev/null",
+            "have=$(restic version | awk '{print $2}')",
+            'if [ "$have" != "$want" ]; then',
+            '  echo "restic $have installed, but the backup tool is tested with $want:'
+            ' pin it (apt) or update RESTIC_VERSION with a tested tool" >&2',
+            "  exit 1",
+            "fi",
+            'echo "changed restic $have installed"',
+        ),
+    )
+
+
+def backup_plan(
+    cfg: StackConfig, project: str, webhook_url: str | None, offsite: ResticSecrets | None = None
+) -> list[Step]:
+    """The tool, its units and timers (and the webhook's secret curl config when set); with
+    `app.backups.offsite`, restic and the repository's secret files."""
     steps = []
+    if cfg.app.backups.offsite.enabled:
+        assert offsite is not None, "app.backups.offsite needs the restic secrets"
+        steps.append(restic_step())
+        for path, content in restic.secret_files(offsite).items():
+            name = "restic-" + path.rsplit("/", 1)[-1].replace("_", "-")
+            steps.append(file_step(name, path, content, secret=True, mode="0600"))
     if webhook_url:
         steps.append(
             file_step(
@@ -147,6 +211,15 @@ def backup_plan(cfg: StackConfig, project: str, webhook_url: str | None) -> list
                 mode="0600",
             )
         )
+    steps.append(
+        file_step(
+            "backup-retention",
+            BACKUP_RETENTION,
+            RETENTION_SOURCE.read_text(),
+            mode="0644",
+            validate="python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' \"$new\"",
+        )
+    )
     steps.append(
         file_step(
             "backup-tool",

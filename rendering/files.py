@@ -7,6 +7,7 @@ from rendering import app, backup, proxmox_host, proxy
 from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
 from rendering.plan import Step
+from rendering.restic import ResticSecrets
 from rendering.runner import runner_guest_plan
 from rendering.tailscale import tailscale_plan
 
@@ -17,7 +18,18 @@ def guest_plan(cfg: CommonConfig, guest: GuestSpec, auth_key: str = "") -> list[
 
 
 SYNTH_RUNNER_TOKEN = "<githubRunnerToken>"
-SYNTH_SECRETS = AppSecrets("<mongoRootPassword>", "<mongoAppPassword>", "<vapidPrivateKey>", None)
+SYNTH_SECRETS = AppSecrets(
+    "<mongoRootPassword>",
+    "<mongoAppPassword>",
+    "<vapidPrivateKey>",
+    None,
+    ResticSecrets(
+        "sftp:<user>@<host>:<path>",
+        "<resticPassword>",
+        "<resticSshPrivateKey>",
+        "<resticSshKnownHosts>",
+    ),
+)
 
 
 def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None) -> list[Step]:
@@ -28,7 +40,7 @@ def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | Non
     project = app.project_name(cfg, guest)
     return (
         app.secret_files_plan(cfg, secrets)
-        + backup.backup_plan(cfg, project, secrets.backup_webhook_url)
+        + backup.backup_plan(cfg, project, secrets.backup_webhook_url, secrets.restic)
         + proxy.proxy_plan(cfg, guest)
         + app.mongo_bootstrap_plan(cfg, guest)  # last: the MongoDB users come after it
     )

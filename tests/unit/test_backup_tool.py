@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from config import Retention
-from rendering.backup import backup_tool
+from config import Retention, StackConfig
+from rendering.backup import RETENTION_SOURCE, backup_tool
 from tests.configs import evolve, parse, stack_raw
 
 ZONE = "America/New_York"
@@ -24,7 +25,9 @@ case "$1" in
     shift; [ "$1" = -i ] && shift; shift  # -i, container id
     case "$1" in
       sh) cat > /dev/null ;;
-      mongodump) [ -n "${FAIL_DUMP:-}" ] && exit 1; printf 'dump %s' "$SMOKER_BACKUP_NOW" | gzip ;;
+      mongodump)
+        [ -n "${FAIL_DUMP:-}" ] && { printf 'half an archive'; exit 1; }
+        printf 'dump %s %s' "$SMOKER_BACKUP_NOW" "${DUMP_SIZE:+$(head -c "$DUMP_SIZE" /dev/urandom | base64)}" | gzip ;;
       mongorestore) gzip -t ;;
       mongod) echo "db version v7.0.14" ;;
       rm) ;;
@@ -33,25 +36,43 @@ esac
 """
 
 
-@pytest.fixture()
-def tool(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
-    cfg = parse(stack_raw("dev"), "dev")
+def install_tool(tmp_path: Path, cfg: StackConfig) -> tuple[Path, dict[str, str], Path]:
+    """The rendered tool with its host paths moved under `tmp_path`, a fake docker first on PATH."""
     backups = tmp_path / "backups"
-    app_dir = str(tmp_path)
-    cfg = evolve(cfg, baseline=evolve(cfg.baseline, app_dir=app_dir))
+    cfg = evolve(cfg, baseline=evolve(cfg.baseline, app_dir=str(tmp_path)))
+    moved = {
+        "TOOLS_CONFIG": tmp_path / "tools.yaml",
+        "STATUS_DIR": tmp_path / "status",
+        "FAILURES_LOG": tmp_path / "log" / "backup-failures.jsonl",
+        "INSTANCE_FILE": tmp_path / "status" / "instance-id",
+        "OFFSITE_LAST": tmp_path / "status" / "offsite-last.json",
+        "RESTIC_ENV": tmp_path / "restic.env",
+        "RETENTION": RETENTION_SOURCE,
+    }
+    text = backup_tool(cfg, "smart-smoker-dev")
+    for key, path in moved.items():
+        text = re.sub(rf"^{key}=.*$", f"{key}='{path}'", text, count=1, flags=re.M)
     script = tmp_path / "smart-smoker-backup"
-    text = backup_tool(cfg, "smart-smoker-dev").replace(
-        "TOOLS_CONFIG='/etc/smart-smoker/mongo-tools.yaml'", f"TOOLS_CONFIG='{tmp_path}/tools.yaml'"
-    )
     script.write_text(text)
     script.chmod(0o755)
     (tmp_path / "tools.yaml").write_text("password: x\n")
+    (tmp_path / "status").mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(FAKE_DOCKER)
     (bin_dir / "docker").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "TZ": ZONE}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "TZ": ZONE,
+        "SMOKER_BACKUP_SHIP": "inline",
+    }
     return script, env, backups
+
+
+@pytest.fixture()
+def tool(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    return install_tool(tmp_path, parse(stack_raw("dev"), "dev"))
 
 
 def run(tool: tuple[Path, dict[str, str], Path], *args: str, now: int) -> str:
@@ -70,12 +91,19 @@ def expected_class(day: dt.datetime) -> str:
     return "weekly" if day.isoweekday() == 7 else "daily"
 
 
-def test_two_years_of_nightly_runs_keep_exactly_7_4_12(
+def sparse_nights(days: int = 730) -> list[dt.datetime]:
+    """The nights of `days` that retention can tell apart: every 1st of a month, the last 8
+    Sundays and the last 10 days (each class gets more dumps than it keeps)."""
+    start = dt.datetime(2025, 1, 1, 2, 0, tzinfo=ZoneInfo(ZONE))
+    nights = [start + dt.timedelta(days=n) for n in range(days)]
+    sundays = [n for n in nights if expected_class(n) == "weekly"][-8:]
+    return [n for n in nights if n.day == 1 or n in sundays or n >= nights[-10]]
+
+
+def test_a_year_and_more_of_nightly_runs_keep_exactly_7_4_12(
     tool: tuple[Path, dict[str, str], Path],
 ) -> None:
-    zone = ZoneInfo(ZONE)
-    start = dt.datetime(2025, 1, 1, 2, 0, tzinfo=zone)
-    nights = [start + dt.timedelta(days=n) for n in range(730)]
+    nights = sparse_nights()
     for night in nights:
         run(tool, "nightly", now=int(night.timestamp()))
     _, _, backups = tool
