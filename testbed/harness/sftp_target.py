@@ -64,6 +64,23 @@ class SftpTarget:
         """restic's repository string for `name` (`sftp:user@address:/srv/restic/name`)."""
         return f"sftp:{self.user}@{self.address}:{self.path(name)}"
 
+    def ssh_config(self, alias: str, identity_file: str, known_hosts_file: str) -> str:
+        """An ssh_config `Host alias` block reaching the target (for `ssh -F FILE alias`),
+        with the key and known_hosts at the given paths on the client."""
+        return (
+            f"Host {alias}\n"
+            f"  HostName {self.address}\n"
+            f"  Port {self.port}\n"
+            f"  User {self.user}\n"
+            f"  IdentityFile {identity_file}\n"
+            "  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {known_hosts_file}\n"
+            "  GlobalKnownHostsFile /dev/null\n"
+            "  StrictHostKeyChecking yes\n"
+            "  BatchMode yes\n"
+            "  ConnectTimeout 10\n"
+        )
+
     def exec(self, cmd: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run `cmd` (sh -c) in the target container as root."""
         return self.engine.docker("exec", self.container_id, "sh", "-c", cmd, check=check)
