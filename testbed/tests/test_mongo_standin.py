@@ -249,6 +249,47 @@ def test_data_and_users_survive_a_restart(mongo: Mongo) -> None:
     assert doc == {"_id": 1, "when": datetime.datetime(2024, 5, 1)}
 
 
+def test_inserts_go_to_the_journal_and_a_rewrite_retires_it(mongo: Mongo) -> None:
+    items = _app(mongo).smartsmoker.items
+    items.insert_many([{"_id": i, "v": i} for i in range(5)])
+    items.insert_many([{"_id": i, "v": i} for i in range(5, 9)])
+    assert len(list(mongo.dbpath.glob("smartsmoker.*.journal"))) == 1
+    mongo.restart()
+    assert [d["_id"] for d in _app(mongo).smartsmoker.items.find()] == list(range(9))
+    _app(mongo).smartsmoker.items.delete_one({"_id": 0})  # a rewrite: a new, empty journal
+    assert not list(mongo.dbpath.glob("smartsmoker.*.journal"))
+    mongo.restart()
+    assert _app(mongo).smartsmoker.items.count_documents({}) == 8
+
+
+def test_a_torn_journal_line_is_dropped_and_appends_continue(mongo: Mongo) -> None:
+    _app(mongo).smartsmoker.items.insert_many([{"_id": 1}, {"_id": 2}])
+    _app(mongo).smartsmoker.items.insert_one({"_id": 3})
+    mongo.stop()
+    journal = next(mongo.dbpath.glob("smartsmoker.*.journal"))
+    journal.write_bytes(journal.read_bytes() + b'["items", {"_id": {"$numberInt": "4"')
+    mongo.restart()
+    _app(mongo).smartsmoker.items.insert_one({"_id": 5})
+    mongo.restart()
+    assert [d["_id"] for d in _app(mongo).smartsmoker.items.find()] == [1, 2, 3, 5]
+
+
+def test_counts_and_listing_as_the_app_user(mongo: Mongo) -> None:
+    db = _app(mongo).smartsmoker
+    assert db.list_collection_names() == [] and db.items.estimated_document_count() == 0
+    db.items.insert_many([{"_id": i, "k": i % 2} for i in range(7)])
+    db.other.insert_one({"_id": 1})
+    assert sorted(db.list_collection_names()) == ["items", "other"]
+    assert db.items.estimated_document_count() == 7
+    assert db.items.count_documents({}) == 7 and db.items.count_documents({"k": 1}) == 3
+
+
+def test_large_results_come_in_batches_within_the_message_limit(mongo: Mongo) -> None:
+    items = _app(mongo).smartsmoker.items
+    items.insert_many([{"_id": i, "blob": bytes(1 << 20)} for i in range(60)])  # 60 MiB
+    assert [d["_id"] for d in items.find({}, sort=[("_id", 1)])] == list(range(60))
+
+
 # -- CLIs ------------------------------------------------------------------------------------------
 
 

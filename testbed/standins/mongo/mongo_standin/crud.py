@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from bson import ObjectId
 from bson.int64 import Int64
 
@@ -19,6 +20,8 @@ from .storage import Storage, check_collection_name, check_db_name
 Doc = dict[str, Any]
 
 DEFAULT_BATCH = 101
+#: A reply batch holds at most this many bytes of documents (as MongoDB's cursors do).
+BATCH_BYTES = 16 * 1024 * 1024
 CURSOR_IDLE_SECONDS = 600
 
 
@@ -60,11 +63,30 @@ def _id_key(value: Any) -> Any:
     return (rank, value)
 
 
+def _capped(docs: list[Doc]) -> list[Doc]:
+    """The longest prefix of ``docs`` within MongoDB's 16 MiB batch limit (at least one)."""
+    total = 0
+    for index, doc in enumerate(docs):
+        total += len(bson.encode(doc))
+        if total > BATCH_BYTES and index:
+            return docs[:index]
+    return docs
+
+
 class CrudCommands:
     """CRUD command handlers and authorization checks; ``MongoStandin`` supplies the state."""
 
     storage: Storage
     cursors: dict[int, Cursor]
+    #: (db, collection) -> (its document list, its length, the _id keys in it): kept by inserts,
+    #: rebuilt whenever the list is another one or changed length behind our back.
+    _id_index: dict[tuple[str, str], tuple[list[Doc], int, set[Any]]]
+
+    def _ids_of(self, db: str, coll: str, docs: list[Doc]) -> set[Any]:
+        cached = self._id_index.get((db, coll))
+        if cached is not None and cached[0] is docs and cached[1] == len(docs):
+            return cached[2]
+        return {_id_key(d["_id"]) for d in docs if "_id" in d}
 
     def _require(self, session: Session, db: str, action: str, command: str) -> None:
         if not users.any_user_exists(self.storage):
@@ -101,8 +123,10 @@ class CrudCommands:
         self._require_ns(session, db, coll, "write", "insert")
         docs = body.get("documents") or []
         ordered = body.get("ordered", True)
+        created = not self.storage.has_collection(db, coll)
         target = self.storage.create_collection(db, coll)
-        seen = {_id_key(d["_id"]) for d in target if "_id" in d}
+        seen = self._ids_of(db, coll, target)
+        before = len(target)
         n = 0
         errors: list[Doc] = []
         for index, doc in enumerate(docs):
@@ -126,7 +150,11 @@ class CrudCommands:
             seen.add(key)
             target.append(doc)
             n += 1
-        self.storage.flush(db)
+        self._id_index[(db, coll)] = (target, len(target), seen)
+        if n:
+            self.storage.append(db, coll, target[before:])
+        elif created:
+            self.storage.flush(db)
         reply: Doc = {"n": n}
         if errors:
             reply["writeErrors"] = errors
@@ -136,7 +164,7 @@ class CrudCommands:
         self, session: Session, ns: str, docs: list[Doc], batch: Any, single: bool = False
     ) -> Doc:
         size = DEFAULT_BATCH if batch is None else max(0, int(batch))
-        first = docs[:size]
+        first = _capped(docs[:size])
         rest = docs[len(first) :]
         cursor_id = 0
         if rest and not single:
@@ -184,7 +212,7 @@ class CrudCommands:
                 "Unauthorized",
             )
         size = int(body.get("batchSize") or 0) or len(cursor.docs)
-        batch = cursor.docs[cursor.pos : cursor.pos + size]
+        batch = _capped(cursor.docs[cursor.pos : cursor.pos + size])
         cursor.pos += len(batch)
         cursor.touched = time.monotonic()
         next_id = cursor_id
@@ -207,6 +235,19 @@ class CrudCommands:
             "cursorsUnknown": [],
         }
 
+    def _count(self, session: Session, db: str, body: Doc) -> Doc:
+        coll = body["count"]
+        self._require_ns(session, db, coll, "read", "count")
+        docs = self.storage.docs(db, coll)
+        n = (
+            sum(1 for d in docs if query.matches(d, body.get("query")))
+            if body.get("query")
+            else len(docs)
+        )
+        n = max(0, n - int(body.get("skip") or 0))
+        limit = abs(int(body.get("limit") or 0))
+        return {"n": min(n, limit) if limit else n}
+
     def _delete(self, session: Session, db: str, body: Doc) -> Doc:
         coll = body["delete"]
         self._require_ns(session, db, coll, "write", "delete")
@@ -216,10 +257,12 @@ class CrudCommands:
             hits = [d for d in docs if query.matches(d, spec.get("q"))]
             if spec.get("limit") == 1:
                 hits = hits[:1]
-            for doc in hits:
-                docs.remove(doc)
+            if hits:
+                gone = {id(d) for d in hits}
+                docs[:] = [d for d in docs if id(d) not in gone]
             n += len(hits)
         if n:
+            self._id_index.pop((db, coll), None)
             self.storage.flush(db)
         return {"n": n}
 

@@ -10,7 +10,8 @@ Behaviour worth knowing (see also the package docstring):
   database (see ``users.py``);
 * only the commands the program, the stand-in's own tools and the tests send (pymongo's
   handshake, users, insert/find/getMore/killCursors/delete, aggregate for ``count_documents``,
-  listDatabases/listCollections, create/drop/dropDatabase); any other is CommandNotFound;
+  count for ``estimated_document_count``, listDatabases/listCollections,
+  create/drop/dropDatabase); any other is CommandNotFound;
 * errors carry MongoDB's codes (18 AuthenticationFailed, 13 Unauthorized, 11 UserNotFound, ...).
 """
 
@@ -68,6 +69,7 @@ class MongoStandin(CrudCommands):
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.cursors: dict[int, Cursor] = {}
+        self._id_index = {}
         self.started = time.monotonic()
         self.connections = 0
         self._handlers: dict[str, Callable[[Session, str, Doc], Doc]] = {
@@ -89,6 +91,7 @@ class MongoStandin(CrudCommands):
             "getMore": self._get_more,
             "killCursors": self._kill_cursors,
             "delete": self._delete,
+            "count": self._count,
             "aggregate": self._aggregate,
             "listDatabases": self._list_databases,
             "listCollections": self._list_collections,

@@ -1,10 +1,14 @@
 """The stand-in's "storage engine": documents in memory, one JSON file per database on disk.
 
 ``<dbpath>/<database>.json`` holds ``{"format": "smoker-mongo-standin-db", "version": 1,
-"database": NAME, "collections": {NAME: [DOC, ...]}}`` in MongoDB canonical Extended JSON (types
-such as ObjectId, dates, int64 and binary survive). Every write rewrites that database's file
-atomically (temporary file, fsync, rename, fsync of the directory) before the client is answered,
-so a killed or restarted container keeps every acknowledged write.
+"database": NAME, "collections": {NAME: [DOC, ...]}, "journal": TOKEN}`` in MongoDB canonical
+Extended JSON (types such as ObjectId, dates, int64 and binary survive). Inserts are appended to
+``<dbpath>/<database>.<TOKEN>.journal`` (one ``[COLLECTION, DOC]`` line each, fsynced), so
+loading many documents costs what they weigh, not a rewrite of the database per batch; every
+other write rewrites the database file atomically (temporary file, fsync, rename, fsync of the
+directory) with a new token, which retires the old journal. Either way the write is on disk
+before the client is answered, so a killed or restarted container keeps every acknowledged write
+(a torn last journal line was never acknowledged and is ignored).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import bson
 from bson import json_util
 
 FORMAT = "smoker-mongo-standin-db"
@@ -54,6 +60,7 @@ class Storage:
     def __init__(self, dbpath: Path | str | None) -> None:
         self.dbpath = Path(dbpath) if dbpath is not None else None
         self.dbs: dict[str, dict[str, list[Doc]]] = {}
+        self._journals: dict[str, str] = {}  # database -> the token of its live journal
         if self.dbpath is not None:
             self.dbpath.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -70,26 +77,82 @@ class Storage:
             data = json_util.loads(path.read_text(encoding="utf-8"), json_options=JSON_OPTIONS)
             if data.get("format") != FORMAT or data.get("version") != FORMAT_VERSION:
                 raise StorageError(f"{path} is not a stand-in database file", 14, "TypeMismatch")
-            self.dbs[data["database"]] = {
-                name: list(docs) for name, docs in data["collections"].items()
-            }
+            colls = {name: list(docs) for name, docs in data["collections"].items()}
+            self.dbs[data["database"]] = colls
+            db, token = data["database"], data.get("journal")
+            torn = False
+            if isinstance(token, str):
+                self._journals[db] = token
+                torn = self._replay(self._journal(db, token), colls)
+            for stale in self.dbpath.glob(f"{db}.*.journal"):  # left by a crash mid-flush
+                if stale != self._journal(db, str(token)):
+                    stale.unlink()
+            if torn:  # start a clean journal: appends must not follow a torn line
+                self.flush(db)
+
+    def _journal(self, db: str, token: str) -> Path:
+        assert self.dbpath is not None
+        return self.dbpath / f"{db}.{token}.journal"
+
+    @staticmethod
+    def _replay(path: Path, colls: dict[str, list[Doc]]) -> bool:
+        """Apply a journal's inserts; True if its last line is torn (never acknowledged)."""
+        if not path.exists():
+            return False
+        with path.open("rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    return True
+                name, doc = json_util.loads(raw, json_options=JSON_OPTIONS)
+                colls.setdefault(name, []).append(doc)
+        return False
 
     def is_empty_on_disk(self) -> bool:
         """True when the dbpath holds no database file (first start)."""
         return self.dbpath is None or not any(self.dbpath.glob("*.json"))
 
+    def append(self, db: str, coll: str, docs: list[Doc]) -> None:
+        """Make inserted ``docs`` (already in ``coll``'s list) durable: appended to the journal."""
+        if self.dbpath is None or not docs:
+            return
+        token = self._journals.get(db)
+        if token is None or not self._file(db).exists():
+            self.flush(db)  # a new database: its first file, with a journal token
+            return
+        data = b"".join(
+            (json_util.dumps([coll, doc], json_options=JSON_OPTIONS) + "\n").encode()
+            for doc in docs
+        )
+        path = self._journal(db, token)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def flush(self, db: str) -> None:
-        """Write database ``db`` to disk atomically (or remove its file once it is empty)."""
+        """Write database ``db`` to disk atomically (or remove its file once it is empty),
+        starting a new (empty) journal and removing the old one."""
         if self.dbpath is None:
             return
         path = self._file(db)
         colls = self.dbs.get(db)
+        old = self._journals.pop(db, None)
         if not colls:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             self._fsync_dir()
+            self._drop_journal(db, old)
             return
-        data = {"format": FORMAT, "version": FORMAT_VERSION, "database": db, "collections": colls}
+        token = secrets.token_hex(8)
+        data = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "database": db,
+            "collections": colls,
+            "journal": token,
+        }
         text = json_util.dumps(data, json_options=JSON_OPTIONS)
         json.loads(text)  # never write something we could not read back
         fd, tmp = tempfile.mkstemp(prefix=f".{db}.", suffix=".tmp", dir=self.dbpath)
@@ -105,6 +168,13 @@ class Storage:
                 os.unlink(tmp)
             raise
         self._fsync_dir()
+        self._journals[db] = token
+        self._drop_journal(db, old)
+
+    def _drop_journal(self, db: str, token: str | None) -> None:
+        if token is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._journal(db, token).unlink()
 
     def _fsync_dir(self) -> None:
         assert self.dbpath is not None
@@ -150,6 +220,5 @@ class Storage:
         return existed
 
     def size_of(self, db: str) -> int:
-        """Approximate size in bytes (the JSON length) for listDatabases."""
-        colls = self.dbs.get(db, {})
-        return len(json_util.dumps(colls, json_options=JSON_OPTIONS))
+        """Approximate size in bytes (the documents' BSON length) for listDatabases."""
+        return sum(len(bson.encode(d)) for docs in self.dbs.get(db, {}).values() for d in docs)
