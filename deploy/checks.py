@@ -28,6 +28,7 @@ from deploy.transport import Transport, TransportError
 from layout import MONGO_SERVICE
 
 Auth = Callable[[Transport, int, str], None]
+Count = Callable[[Transport, int, str], int]
 Get = Callable[[str], tuple[int, str]]
 
 
@@ -65,6 +66,24 @@ def mongo_auth(transport: Transport, port: int, db_url: str) -> None:
         client = connect(local, unquote(url.username or ""), unquote(url.password or ""))
         try:
             client[database].list_collection_names()
+        finally:
+            client.close()
+
+
+def mongo_documents(transport: Transport, port: int, db_url: str) -> int:
+    """How many documents the database of `db_url` holds, as its application user sees it."""
+    from deploy.mongo_users import connect
+
+    url = urlsplit(db_url)
+    with transport.forward(port) as local:
+        client = connect(local, unquote(url.username or ""), unquote(url.password or ""))
+        try:
+            db = client[url.path.lstrip("/") or "admin"]
+            return sum(
+                db[name].estimated_document_count()
+                for name in db.list_collection_names()
+                if not name.startswith("system.")
+            )
         finally:
             client.close()
 

@@ -129,6 +129,20 @@ def parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="make an earlier release live again, verified")
     rollback.add_argument("--to", help="a release id (default: the one before the live one)")
     sub.add_parser("backup", parents=[as_json], help="a verified MongoDB backup now")
+    restore = sub.add_parser(
+        "restore",
+        parents=[as_json],
+        help="the rebuild drill: restore an off-guest backup under the live release, verified",
+    )
+    restore.add_argument(
+        "--snapshot",
+        help="a restic snapshot id or archive name (default: the newest made before this guest)",
+    )
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="replace data the guest already holds (backed up first)",
+    )
     lock = sub.add_parser("lock", help="the host's deploy lock")
     lock.add_argument("action", choices=["status", "break"])
     lock.add_argument("--force", action="store_true", help="break a lock that is not stale")
@@ -181,6 +195,8 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
             print(f"release {outcome.release} is live and verified", file=out)
         elif args.command == "backup":
             print(_show(engine.backup(), args.json), file=out)
+        elif args.command == "restore":
+            print(_show(engine.restore(args.snapshot, force=args.force), args.json), file=out)
         elif args.action == "status":
             holder = engine.lock.status()
             print(holder.describe(engine.clock()) if holder else "unlocked", file=out)

@@ -119,6 +119,17 @@ def backup_restore(archive: str) -> str:
     return f"{BACKUP_TOOL} restore {q(archive)} --in-place"
 
 
+def backup_fetch(snapshot: str | None) -> str:
+    """An off-guest backup into the backup directory, checked against its manifest; the
+    archive's path is the last line of the output."""
+    return f"{BACKUP_TOOL} fetch" + (f" {q(snapshot)}" if snapshot else "")
+
+
+def backup_report() -> str:
+    """The backup tool's JSON report (newest local and off-guest copies, problems), if any."""
+    return f"if [ -x {BACKUP_TOOL} ]; then {BACKUP_TOOL} report; fi"
+
+
 def backup_prune() -> str:
     return f"{BACKUP_TOOL} prune >/dev/null"
 

@@ -32,7 +32,18 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from deploy import commands, steps
-from deploy.checks import Auth, Checker, Get, Problem, fetch, mongo_auth, permanent, tail
+from deploy.checks import (
+    Auth,
+    Checker,
+    Count,
+    Get,
+    Problem,
+    fetch,
+    mongo_auth,
+    mongo_documents,
+    permanent,
+    tail,
+)
 from deploy.cutover import Cutover, routes_of
 from deploy.diagnosis import (
     Finding,
@@ -49,6 +60,7 @@ from deploy.record import (
     DEPLOYED,
     FAILED,
     INTERRUPTED,
+    RESTORED,
     ROLLBACK_FAILED,
     ROLLED_BACK,
     UNCHANGED,
@@ -65,7 +77,7 @@ from deploy.record import (
 )
 from deploy.release import Checks, ReleaseSpec, Site, content_hash, pin, service_images
 from deploy.transport import CommandResult, SshTarget, Transport, TransportError, connect
-from layout import LEDGER_PATH
+from layout import BACKUP_TOOL_NAME, LEDGER_PATH
 
 __all__ = [
     "DeployError",
@@ -110,6 +122,7 @@ class Engine:
         policy: Policy = Policy(),
         *,
         auth: Auth = mongo_auth,
+        count: Count = mongo_documents,
         get: Get = fetch,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -124,6 +137,7 @@ class Engine:
         self.t, self.site, self.who, self.policy = transport, site, who, policy
         self.clock, self.monotonic, self.sleep, self.log = clock, monotonic, sleep, log
         self.checker = Checker(transport, site, auth, get)
+        self.count = count
         self.lock = HostLock(
             transport, lease_seconds=policy.lock_lease, clock=clock, breaker=f"{cli} lock break"
         )
@@ -164,6 +178,85 @@ class Engine:
 
         return self._attempt("backup", body)
 
+    def restore(self, snapshot: str | None = None, force: bool = False) -> dict[str, Any]:
+        """The rebuild drill: fetch an off-guest backup (the newest made before this guest was
+        built, or `snapshot`), restore it under the live release and verify that release.
+        Refused when the database already holds documents, unless `force` (then a verified
+        backup of them is made first)."""
+
+        def body(attempt: Attempt) -> dict[str, Any]:
+            live = self._survey(attempt).live
+            attempt.previous = attempt.release = live
+            if live is None:
+                raise DeployError(
+                    f"no live release on this guest: run `{self.redeploy}` first (it builds the "
+                    "guest and deploys the release); then restore its data with this command"
+                )
+            if not self._mongo_running():
+                raise DeployError(str(mongo_stopped(self.site, live)))
+            held = self._documents(live)
+            if held and not force:
+                raise DeployError(
+                    f"refused: the application database already holds {held} documents, and a "
+                    f"restore replaces them. Run `{self.cli} backup` first if you want them, then "
+                    f"`{self.cli} restore --force` (it also makes a verified backup first)"
+                )
+            if held:
+                attempt.backup = self._timed("backup", lambda: steps.backup(self.t, "predeploy"))
+            fetched = self._timed("fetch", lambda: steps.fetch(self.t, snapshot))
+            self.log(f"restoring {fetched['id']} (sha256 {fetched['sha256']})")
+            try:
+                self._timed("restore", lambda: steps.restore_backup(self.t, fetched))
+            except StepError as exc:
+                attempt.fail("restore", str(exc))
+                name = fetched["id"].removesuffix(".archive.gz")
+                again = f"`{self.cli} restore --snapshot {name} --force`"
+                safety = (
+                    f"; the data it replaced is in {attempt.backup['path']}"
+                    if attempt.backup
+                    else ""
+                )
+                raise DeployError(
+                    f"{exc}. The database may hold part of it: run {again} again{safety}"
+                ) from None
+            self._timed("verify", lambda: self._verify(live))
+            attempt.outcome = RESTORED
+            return {
+                "release": live,
+                "restored": fetched["id"],
+                "sha256": fetched["sha256"],
+                "documents": self._documents(live),
+                "replaced": held,
+                "safetyBackup": (attempt.backup or {}).get("path"),
+                "seconds": dict(attempt.timings),
+            }
+
+        return self._attempt("restore", body)
+
+    def _documents(self, release_id: str) -> int:
+        """Documents in the application database (as the release's application user sees it)."""
+        checks = Checks.from_dict(self.manifest(release_id).get("checks") or {})
+        if not checks.mongo_user_env:
+            raise DeployError(f"release {release_id} names no MongoDB user to count documents with")
+        env_path = f"{self.site.release_dir(release_id)}/{checks.mongo_user_env}"
+        url = self._run(commands.db_url(env_path)).stdout.strip()
+        if not url:
+            raise DeployError(f"{env_path} has no DB_URL")
+        try:
+            return self.count(self.t, checks.mongo_port, url)
+        except TransportError:
+            raise
+        except Exception as exc:  # a driver error: its kind only, never the URL
+            raise DeployError(f"could not count the documents ({type(exc).__name__})") from None
+
+    def backups(self) -> dict[str, Any] | None:
+        """The backup tool's report (newest local and off-guest copies, their ages, problems)."""
+        result = self._run(commands.backup_report())
+        if not result.ok or not result.stdout.strip():
+            return None
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
     def status(self) -> dict[str, Any]:
         """The live release, its digests, the lock, whether it verifies right now, and every
         problem of the host with the command that fixes it."""
@@ -173,6 +266,7 @@ class Engine:
         problem = self._problem(live) if live else Problem("no live release")
         holder = self.lock.status()
         found = self.findings(state, holder)
+        backups = self.backups() if self.policy.backup else None
         return {
             "release": live,
             "proxy": self.cutover.served() if self.site.proxied else None,
@@ -182,7 +276,13 @@ class Engine:
             "healthy": problem is None,
             "problem": str(problem) if problem else None,
             "lock": holder.describe(self.clock()) if holder else None,
-            "findings": [str(f) for f in found],
+            "backups": backups,
+            "findings": [str(f) for f in found]
+            + [
+                f"backups: {p} (on the guest: `{BACKUP_TOOL_NAME} list`, "
+                f"`journalctl -u '{BACKUP_TOOL_NAME}*'`)"
+                for p in (backups or {}).get("problems", [])
+            ],
         }
 
     def history(self) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ ROLLBACK_FAILED = "rollback-failed"
 FAILED = "failed"  # failed before anything changed, or with nothing to go back to
 INTERRUPTED = "interrupted"  # stopped from here (Ctrl-C) before it ended
 BACKED_UP = "backed-up"  # an on-demand backup
+RESTORED = "restored"  # an off-guest backup restored under the live release, which verified
 ABANDONED = "abandoned"  # recorded by `lock break`: its holder died without a record
 
 

@@ -44,6 +44,20 @@ def backup(t: Transport, kind: str) -> dict[str, str]:
     return {"id": archive.rsplit("/", 1)[-1], "path": archive, "sha256": sha.strip()}
 
 
+def fetch(t: Transport, snapshot: str | None) -> dict[str, str]:
+    """An off-guest backup fetched by the backup tool (which checks its sha256), checked again."""
+    result = t.run(commands.backup_fetch(snapshot), timeout=commands.BACKUP_TIMEOUT)
+    lines = result.stdout.strip().splitlines()
+    if not result.ok or not lines:
+        raise StepError("fetch", f"fetching the off-guest backup failed: {tail(result.stderr)}")
+    archive = lines[-1]
+    check = t.run(commands.backup_check(archive))
+    sha, _, manifest = check.stdout.partition("\n")
+    if not check.ok or json.loads(manifest or "{}").get("sha256") != sha.strip():
+        raise StepError("fetch", f"the fetched backup {archive} does not match its checksum")
+    return {"id": archive.rsplit("/", 1)[-1], "path": archive, "sha256": sha.strip()}
+
+
 def restore_backup(t: Transport, backup: Mapping[str, str]) -> None:
     result = t.run(commands.backup_restore(backup["path"]), timeout=commands.BACKUP_TIMEOUT)
     if not result.ok:

@@ -11,9 +11,9 @@
 #   smart-smoker-backup fetch [SNAPSHOT|ARCHIVE]                         off-guest copy -> local, verified
 #   smart-smoker-backup report-failure UNIT
 # With OFFSITE=1 every complete dump is shipped to the restic repository of $RESTIC_ENV (a
-# root-only file; the repository's location is never on a command line): by the ship unit, or
-# inline when SMOKER_BACKUP_SHIP=inline. SMOKER_BACKUP_NOW (epoch seconds) replaces the clock,
-# for tests.
+# root-only file; the repository's location is never on a command line): by the ship unit, or,
+# for tests, inline (SMOKER_BACKUP_SHIP=inline) or by a later `ship` (=later).
+# SMOKER_BACKUP_NOW (epoch seconds) replaces the clock, for tests.
 set -euo pipefail
 umask 077
 
@@ -113,9 +113,9 @@ instance() {  # this guest disk's id (a rebuilt guest is a new instance)
 }
 
 protected() {  # names retention never deletes: the newest complete dump, the live release's
-  local latest
-  latest=$(readlink "$BACKUP_DIR/$LATEST" 2>/dev/null || true)
-  [ -n "$latest" ] && echo "$latest"
+  local newest_dump
+  newest_dump=$(readlink "$BACKUP_DIR/$LATEST" 2>/dev/null || true)
+  [ -n "$newest_dump" ] && echo "$newest_dump"
   [ -f "$CURRENT_MANIFEST" ] &&
     python3 -c 'import json,sys; b=json.load(open(sys.argv[1])).get("backup") or {}; print(b.get("id", ""))' \
       "$CURRENT_MANIFEST" 2>/dev/null | grep -v '^$' || true
@@ -127,10 +127,15 @@ keep_json() {
   echo "$out}"
 }
 
-cmd_prune() {  # keep the newest KEEP[class] of each class, and always the protected names
+locked() {  # run "$@" holding the backup directory's lock (prune and ship never overlap)
+  install -d -m 0750 "$STATUS_DIR"
+  ( flock 8; "$@" ) 8> "$STATUS_DIR/.backups.lock"
+}
+
+cmd_prune() { locked prune_now; }
+
+prune_now() {  # keep the newest KEEP[class] of each class, and always the protected names
   local name newest
-  exec 8> "$STATUS_DIR/.backups.lock"  # not while a ship reads the archives
-  flock 8
   newest=$(archives | sed -n 1p)
   # shellcheck disable=SC2046 # one name a line
   for name in $(python3 "$RETENTION" local "$BACKUP_DIR" "$(keep_json)" $(protected) "$newest"); do
@@ -183,6 +188,8 @@ PY
       echo "$TOOL_NAME: the restic repository refused the password: resticPassword is not this repository's password. Fix: pulumi config set --secret resticPassword <the repository's password>, then pulumi up. Nothing was changed." ;;
     *"Host key verification failed"*|*"REMOTE HOST IDENTIFICATION"*)
       echo "$TOOL_NAME: the sftp server's host key does not match resticSshKnownHosts. Fix: check the server, then pulumi config set --secret resticSshKnownHosts \"\$(ssh-keyscan HOST)\" and pulumi up." ;;
+    *"Connection refused"*|*"timed out"*|*"No route to host"*|*"Could not resolve"*|*"unable to start the sftp session"*|*"dial tcp"*|*"no such host"*)
+      echo "$TOOL_NAME: the restic repository cannot be reached ($text). The local dump still counts; the next ship sends every dump not yet shipped." ;;
     *"Permission denied"*)
       echo "$TOOL_NAME: the sftp server refused resticSshPrivateKey (Permission denied). Fix: authorize its public key for the repository's user." ;;
     *)
@@ -190,35 +197,42 @@ PY
   esac
 }
 
-repository_ready() {  # the repository exists (made on first use) and takes our password
-  local err rc=0
+repository_ready() {  # the repository exists (made on first use) and takes the password;
+  # checked again whenever the repository or the password changes
+  local err rc=0 ready="$STATUS_DIR/.restic-ready" sum
+  sum=$(cat "$RESTIC_ENV" "$(sed -n "s/^RESTIC_PASSWORD_FILE='\?\([^']*\)'\?$/\1/p" "$RESTIC_ENV")" |
+    sha256sum | cut -d' ' -f1)
+  [ "$(cat "$ready" 2>/dev/null)" = "$sum" ] && return 0
   err=$(mktemp)
   restic_run cat config > /dev/null 2> "$err" || rc=$?
   if [ "$rc" != 0 ] && grep -q "Is there a repository at the following location" "$err"; then
-    rm -f "$err"
-    restic_run init > /dev/null || die "could not create the restic repository"
+    restic_run init > /dev/null || { rm -f "$err"; die "could not create the restic repository"; }
     echo "created the restic repository" >&2
-    return 0
+    rc=0
+  else
+    cat "$err" >&2
   fi
-  cat "$err" >&2
   rm -f "$err"
+  [ "$rc" = 0 ] && echo "$sum" > "$ready"
   return "$rc"
 }
 
 ship_soon() {  # ship in the background unit (its failure is loud on its own) or, for tests, now
   [ "$OFFSITE" = 1 ] || return 0
-  if [ "${SMOKER_BACKUP_SHIP:-unit}" = inline ]; then
-    ( cmd_ship ) >&2 || cmd_report_failure "$TOOL_NAME-ship" || true
-  else
-    systemctl start --no-block "$SHIP_UNIT" ||
-      echo "$TOOL_NAME: could not start $SHIP_UNIT; run $TOOL_NAME ship" >&2
-  fi
+  case "${SMOKER_BACKUP_SHIP:-unit}" in
+    inline) ( cmd_ship ) >&2 || cmd_report_failure "$TOOL_NAME-ship" || true ;;
+    later) ;;
+    *) systemctl start --no-block "$SHIP_UNIT" ||
+         echo "$TOOL_NAME: could not start $SHIP_UNIT; run $TOOL_NAME ship" >&2 ;;
+  esac
 }
 
-cmd_ship() {  # every complete local dump without an off-guest copy, oldest first; then retention
+cmd_ship() {
   [ "$OFFSITE" = 1 ] || die "off-guest copies are not configured (app.backups.offsite.enabled)"
-  exec 8> "$STATUS_DIR/.backups.lock"
-  flock 8
+  locked ship_now
+}
+
+ship_now() {  # every complete local dump without an off-guest copy, oldest first; then retention
   repository_ready || die "the off-guest copy failed: the restic repository is not usable"
   local name manifest marker snap epoch cls sha shipped=0
   for name in $(archives | tac); do
@@ -242,8 +256,7 @@ cmd_ship() {  # every complete local dump without an off-guest copy, oldest firs
     echo "shipped $name (snapshot ${snap:0:8})"
     shipped=$((shipped + 1))
   done
-  [ "$shipped" -gt 0 ] || echo "nothing to ship"
-  cmd_offsite_prune
+  if [ "$shipped" = 0 ]; then echo "nothing to ship"; else offsite_prune; fi
   if grep -qs -- "-ship" "$STATUS_DIR/backup-failed"; then rm -f "$STATUS_DIR/backup-failed"; fi
 }
 
@@ -251,15 +264,14 @@ snapshots_json() {
   restic_run snapshots --json --host "$PROJECT" --tag "$RESTIC_TAG"
 }
 
-cmd_offsite_prune() {  # the local retention, mirrored; protected names are never forgotten
+offsite_prune() {  # the local retention, mirrored; protected names are never forgotten
   local doomed
   # shellcheck disable=SC2046
   doomed=$(snapshots_json | python3 "$RETENTION" remote "$(keep_json)" $(protected)) ||
     die "could not list the off-guest snapshots"
   [ -n "$doomed" ] || return 0
   # shellcheck disable=SC2086 # snapshot ids
-  restic_run forget $doomed > /dev/null || die "restic forget failed"
-  restic_run prune > /dev/null || die "restic prune failed"
+  restic_run forget --prune $doomed > /dev/null || die "restic forget --prune failed"
   echo "forgot $(echo "$doomed" | wc -w) off-guest snapshot(s)"
 }
 

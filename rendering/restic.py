@@ -69,6 +69,7 @@ Host {SFTP_ALIAS}
   IdentityFile {SSH_KEY}
   IdentitiesOnly yes
   UserKnownHostsFile {KNOWN_HOSTS}
+  GlobalKnownHostsFile /dev/null
   StrictHostKeyChecking yes
   BatchMode yes
   ConnectTimeout 15

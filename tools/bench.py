@@ -18,6 +18,7 @@ from components.release import target_of
 from deploy.engine import DeployError
 from layout import BACKUP_TOOL
 from tools.bench_cutover import bench_cutover
+from tools.bench_drill import bench_drill
 
 RUNS = 5
 IMPORT_PROGRAM = (
@@ -88,7 +89,8 @@ def bench_baseline() -> None:
     engine.start()
     guest = None
     try:
-        guest = start_guest(engine, build_images(engine), hostname="bench-guest")
+        images = build_images(engine)
+        guest = start_guest(engine, images, hostname="bench-guest")
         with served_crun() as crun:
             cfg, spec = guest_stack_config(guest, crun)
             steps = plan(cfg, spec)
@@ -123,6 +125,7 @@ def bench_baseline() -> None:
                 bench_backups(env, deployed.release)
                 bench_deploy(env, releases)
                 bench_cutover(env, releases)
+                bench_drill(engine, images, releases)
     finally:
         if guest is not None:
             guest.stop()

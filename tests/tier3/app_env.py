@@ -7,13 +7,15 @@ converged by the dynamic provider classes, called directly as Pulumi would call 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from components.mongo_users import MongoUsersProvider
-from config import StackConfig
+from config import OffsiteSettings, StackConfig
 from rendering import app
 from rendering.files import app_files_plan
+from rendering.restic import ResticSecrets
+from tests.configs import evolve
 from tests.tier3.baseline_env import Baselined, apply_plan
 from tests.tier3.release_env import (
     N,
@@ -55,11 +57,23 @@ def user_props(env: Baselined, secrets: app.AppSecrets) -> dict[str, Any]:
     }
 
 
-def deploy_app(env: Baselined, releases: Releases, version: str = N) -> Deployed:
-    """Files and MongoDB first, then the users, then the first release (AppStack's order)."""
+def with_offsite(cfg: StackConfig) -> StackConfig:
+    """`cfg` with `app.backups.offsite.enabled`."""
+    backups = evolve(cfg.app.backups, offsite=OffsiteSettings(enabled=True))
+    return evolve(cfg, app=evolve(cfg.app, backups=backups))
+
+
+def deploy_app(
+    env: Baselined, releases: Releases, version: str = N, restic: ResticSecrets | None = None
+) -> Deployed:
+    """Files and MongoDB first, then the users, then the first release (AppStack's order);
+    with `restic`, off-guest backups to that repository."""
     prepare_guest(env, releases)
     cfg = release_config(env.cfg, releases, version)
-    apply_plan(env.guest, app_files_plan(cfg, env.spec, SECRETS))
-    users = dict(MongoUsersProvider().create(user_props(env, SECRETS)).outs or {})
-    release = deploy(release_props(env, cfg, SECRETS))
+    secrets = SECRETS
+    if restic is not None:
+        cfg, secrets = with_offsite(cfg), replace(SECRETS, restic=restic)
+    apply_plan(env.guest, app_files_plan(cfg, env.spec, secrets))
+    users = dict(MongoUsersProvider().create(user_props(env, secrets)).outs or {})
+    release = deploy(release_props(env, cfg, secrets))
     return Deployed(cfg, users, release)

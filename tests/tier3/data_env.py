@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rendering import app
+from rendering.restic import ResticSecrets
 from testbed.harness import Engine, Guest
 from testbed.harness.lifecycle import ensure_network, remove_network
 from tests.tier3.app_env import SECRETS, Deployed, deploy_app
@@ -149,6 +150,7 @@ def build_app_guest(
     network: str = NETWORK,
     ip: str = GUEST_IP,
     version: str = N,
+    restic: ResticSecrets | None = None,
 ) -> AppGuest:
     """A fresh guest at `ip` on `network`, baselined by the real apply plan, with the app
     deployed (`deploy_app`). `start_guest` is e.g. the `guest_factory` fixture (which removes
@@ -157,11 +159,15 @@ def build_app_guest(
     with served_crun() as crun:
         cfg, spec = guest_stack_config(guest, crun)
         env = Baselined(guest, cfg, spec, apply_plan(guest, plan(cfg, spec)))
-        return AppGuest(env, deploy_app(env, releases, version))
+        return AppGuest(env, deploy_app(env, releases, version, restic))
 
 
 def rebuild_app_guest(
-    old: AppGuest, start_guest: Callable[..., Guest], releases: Releases, version: str = N
+    old: AppGuest,
+    start_guest: Callable[..., Guest],
+    releases: Releases,
+    version: str = N,
+    restic: ResticSecrets | None = None,
 ) -> AppGuest:
     """Destroy `old` (container and data) and build a fresh guest with its hostname and
     address by the same steps: an empty MongoDB, new SSH host keys (see its known_hosts)."""
@@ -173,5 +179,11 @@ def rebuild_app_guest(
     hostname, ip = guest.hostname, guest.fixed_ip
     guest.stop()
     return build_app_guest(
-        start_guest, releases, hostname=hostname, network=network, ip=ip, version=version
+        start_guest,
+        releases,
+        hostname=hostname,
+        network=network,
+        ip=ip,
+        version=version,
+        restic=restic,
     )

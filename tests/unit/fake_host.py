@@ -54,6 +54,8 @@ PATTERNS: list[tuple[str, str]] = [
     ("backup-check", r"^a=.*gzip -t"),
     ("restore", rf"^{re.escape(BACKUP_TOOL)} restore "),
     ("backup-prune", rf"^{re.escape(BACKUP_TOOL)} prune"),
+    ("fetch", rf"^{re.escape(BACKUP_TOOL)} fetch"),
+    ("backup-report", rf"^if \[ -x {re.escape(BACKUP_TOOL)} \]"),
     ("stage", r"^mkdir -p \S+ && install -d -m 0700 "),
     ("write", r"^umask 077 && cat > "),
     ("pull", r"^docker (pull|image inspect) "),
@@ -114,6 +116,11 @@ class FakeHost:
     stdins: list[bytes] = field(default_factory=list)
     generation: int = 0
     backups: int = 0
+    documents: int = 0  # in the application database
+    offsite: dict[str, int] = field(
+        default_factory=lambda: {"smartsmoker-daily-20261120T070000Z": 42}
+    )
+    report: str = ""  # what `smart-smoker-backup report` prints
     dropped: bool = False  # the connection is gone: every command fails until `reconnect`
     # behind the proxy: each release's own project, and what nginx serves
     projects: dict[str, dict[str, Container]] = field(default_factory=dict)
@@ -256,7 +263,22 @@ class FakeHost:
         return self._ok(json.loads(manifest)["sha256"] + "\n" + manifest)
 
     def _restore(self, command: str, stdin: bytes) -> CommandResult:
+        archive = shlex.split(command)[2].rsplit("/", 1)[-1].removesuffix(".archive.gz")
+        self.documents = self.offsite.get(archive, self.documents)
         return self._ok("restored\n")
+
+    def _fetch(self, command: str, stdin: bytes) -> CommandResult:
+        words = shlex.split(command)
+        name = words[2] if len(words) > 2 else max(self.offsite)
+        if name not in self.offsite:
+            return CommandResult(1, "", f"smart-smoker-backup: no off-guest backup named {name}")
+        path = f"{BACKUP_DIR}/{name}.archive.gz"
+        self.files[path] = "archive"
+        self.files[path.replace(".archive.gz", ".json")] = json.dumps({"sha256": "f" * 64})
+        return self._ok(path + "\n")
+
+    def _backup_report(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok(self.report)
 
     def _backup_prune(self, command: str, stdin: bytes) -> CommandResult:
         return self._ok()

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from config import OffsiteSettings
+from config import OffsiteSettings, Retention
 from rendering.backup_retention import Backup, pick, to_delete
 from tests.configs import evolve, parse, stack_raw
 from tests.unit.test_backup_tool import ZONE, expected_class, install_tool, sparse_nights
@@ -66,10 +66,16 @@ class Guest:
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def make_guest(root: Path, repo: Path, password: str = PASSWORD) -> Guest:
+def make_guest(
+    root: Path, repo: Path, retention: Retention | None = None, password: str = PASSWORD
+) -> Guest:
     root.mkdir(parents=True, exist_ok=True)
     cfg = parse(stack_raw("dev"), "dev")
-    backups_cfg = evolve(cfg.app.backups, offsite=OffsiteSettings(enabled=True))
+    backups_cfg = evolve(
+        cfg.app.backups,
+        offsite=OffsiteSettings(enabled=True),
+        retention=retention or cfg.app.backups.retention,
+    )
     cfg = evolve(cfg, app=evolve(cfg.app, backups=backups_cfg))
     script, env, backups = install_tool(root, cfg)
     (root / "password").write_text(password + "\n")
@@ -115,11 +121,17 @@ def test_list_and_report_show_both_copies_with_ages(guest: Guest) -> None:
     assert "the newest off-guest backup is 49.0 h old" in stale["problems"]
 
 
-def test_remote_retention_keeps_exactly_7_4_12(guest: Guest) -> None:
-    nights = sparse_nights(400)
-    for night in nights:
+def test_remote_retention_mirrors_the_local_one(tmp_path: Path) -> None:
+    # 7/4/12 itself is proven over SFTP in tier 3 and by to_delete below; here 2/1/3 keeps it short
+    guest = make_guest(tmp_path / "a", tmp_path / "repo", Retention(daily=2, weekly=1, monthly=3))
+    nights = sparse_nights(200)
+    by_class = {c: [n for n in nights if expected_class(n) == c] for c in ("daily", "weekly")}
+    nights = (
+        [n for n in nights if n.day == 1][-5:] + by_class["weekly"][-2:] + by_class["daily"][-3:]
+    )
+    for night in sorted(nights):
         guest.run("nightly", now=int(night.timestamp()))
-    assert guest.classes() == Counter({"daily": 7, "weekly": 4, "monthly": 12})
+    assert guest.classes() == Counter({"daily": 2, "weekly": 1, "monthly": 3})
     kept = sorted(Path(p).name for p in guest.backups.glob("*.archive.gz"))
     remote = sorted(
         Path(p).name
@@ -128,7 +140,6 @@ def test_remote_retention_keeps_exactly_7_4_12(guest: Guest) -> None:
         if p.endswith(".archive.gz")
     )
     assert remote == kept  # the same archives on both sides
-    assert {expected_class(n) for n in nights[-3:]} <= {"daily", "weekly", "monthly"}
 
 
 def test_wrong_password_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
@@ -179,6 +190,7 @@ def test_a_failed_dump_never_becomes_latest_nor_is_shipped(guest: Guest) -> None
 
 
 def test_clock_jumps_never_cost_the_newest_or_the_live_releases_backup(guest: Guest) -> None:
+    guest.env["SMOKER_BACKUP_SHIP"] = "later"  # one ship at the end
     # a dump while the clock was a year ahead, then the clock is corrected
     future = guest.run("dump", "--class", "daily", now=T0 + 365 * 86400).stdout.split()[-1]
     live = guest.run("dump", "--class", "predeploy", now=T0).stdout.split()[-1]
@@ -222,7 +234,7 @@ def test_a_rebuilt_guest_fetches_the_newest_backup_of_the_guest_before_it(tmp_pa
 def test_no_backup_before_this_guest_is_a_clear_error(guest: Guest) -> None:
     guest.run("dump", now=T0)
     result = guest.run("fetch", now=T0 + 60, ok=False)
-    assert result.returncode != 0 and "none was made before this guest was built" in result.stderr
+    assert result.returncode != 0 and "no off-guest backup made before this guest" in result.stderr
 
 
 def test_the_repository_location_never_reaches_a_command_line(tmp_path: Path) -> None:
@@ -243,7 +255,8 @@ def test_to_delete_over_two_years_keeps_exactly_7_4_12() -> None:
     start = dt.datetime(2025, 1, 1, 2, 0, tzinfo=ZoneInfo(ZONE))
     nights = [start + dt.timedelta(days=n) for n in range(730)]
     backups = [
-        Backup(f"n{i}", expected_class(n), int(n.timestamp()), f"n{i}") for i, n in enumerate(nights)
+        Backup(f"n{i}", expected_class(n), int(n.timestamp()), f"n{i}")
+        for i, n in enumerate(nights)
     ]
     doomed = {b.name for b in to_delete(backups, KEEP, set())}
     kept = Counter(b.cls for b in backups if b.name not in doomed)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from config import Retention, StackConfig
+from config import OffsiteSettings, Retention, StackConfig
 from rendering.backup import RETENTION_SOURCE, backup_tool
 from tests.configs import evolve, parse, stack_raw
 
@@ -27,7 +27,7 @@ case "$1" in
       sh) cat > /dev/null ;;
       mongodump)
         [ -n "${FAIL_DUMP:-}" ] && { printf 'half an archive'; exit 1; }
-        printf 'dump %s %s' "$SMOKER_BACKUP_NOW" "${DUMP_SIZE:+$(head -c "$DUMP_SIZE" /dev/urandom | base64)}" | gzip ;;
+        printf 'dump %s' "$SMOKER_BACKUP_NOW" | gzip ;;
       mongorestore) gzip -t ;;
       mongod) echo "db version v7.0.14" ;;
       rm) ;;
@@ -72,7 +72,10 @@ def install_tool(tmp_path: Path, cfg: StackConfig) -> tuple[Path, dict[str, str]
 
 @pytest.fixture()
 def tool(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
-    return install_tool(tmp_path, parse(stack_raw("dev"), "dev"))
+    """The tool with local dumps only (off-guest copies: test_backup_offsite.py)."""
+    cfg = parse(stack_raw("dev"), "dev")
+    backups = evolve(cfg.app.backups, offsite=OffsiteSettings(enabled=False))
+    return install_tool(tmp_path, evolve(cfg, app=evolve(cfg.app, backups=backups)))
 
 
 def run(tool: tuple[Path, dict[str, str], Path], *args: str, now: int) -> str:

@@ -98,3 +98,14 @@ def test_status_history_rollback_and_lock(fake: FakeHost, key_file: Path) -> Non
     assert code == 1 and "active, not stale" in err
     code, out, _ = run(key_file, "lock", "break", "--force")
     assert code == 0 and "broke the lock of bob (deploy)" in out
+
+
+def test_restore_runs_the_drill_and_refuses_a_guest_with_data(
+    fake: FakeHost, key_file: Path
+) -> None:
+    code, out, _ = run(key_file, "restore", "--json")
+    assert code == 0 and json.loads(out)["documents"] == 42
+    code, _, err = run(key_file, "restore")
+    assert code == 1 and "already holds 42 documents" in err and "restore --force" in err
+    code, out, _ = run(key_file, "restore", "--force", "--snapshot", max(fake.offsite))
+    assert code == 0 and "replaced: 42" in out
