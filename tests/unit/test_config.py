@@ -68,6 +68,42 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ("endpoint-http", at("proxmox.endpoint", "http://pve:8006/"), "proxmox.endpoint", "https"),
     ("username-no-realm", at("proxmox.username", "root"), "proxmox.username", "realm"),
     ("bridge-invalid", at("network.bridge", "vm br0"), "network.bridge", "bridge"),
+    ("restic-repo-missing", at("resticRepository", None), "resticRepository", "is missing"),
+    (
+        "restic-repo-unknown-kind",
+        at("resticRepository", f"ftp://{SECRET_TEXT}/x", secret=True),
+        "resticRepository",
+        "kind of repository",
+    ),
+    (
+        "restic-sftp-not-parsed",
+        at("resticRepository", f"sftp:{SECRET_TEXT}", secret=True),
+        "resticRepository",
+        "sftp:[user@]host:path",
+    ),
+    ("restic-no-known-hosts", at("resticSshKnownHosts", None), "resticSshKnownHosts", "missing"),
+    (
+        "restic-known-hosts-garbage",
+        at("resticSshKnownHosts", SECRET_TEXT, secret=True),
+        "resticSshKnownHosts",
+        "known_hosts",
+    ),
+    (
+        "restic-s3-without-keys",
+        lambda raw: set_path(
+            set_path(raw, "resticRepository", f"s3:https://s3.test/{SECRET_TEXT}", True),
+            "resticAwsAccessKeyId",
+            None,
+        ),
+        "resticAwsAccessKeyId",
+        "missing",
+    ),
+    (
+        "restic-subset-over-100",
+        at("app.backups.offsite.readDataSubset", "150%"),
+        "app.backups.offsite.readDataSubset",
+        "percentage",
+    ),
     (
         "secret-in-plain-text",
         at("proxmoxPassword", SECRET_TEXT),
