@@ -30,7 +30,7 @@ from layout import (
 from layout import BACKUP_TOOL as TOOL_PATH
 from rendering import restic
 from rendering.app import MONGO_ADMIN_USER, MONGO_APP_DATABASE, MONGO_TOOLS_CONFIG
-from rendering.plan import Step, file_step, script
+from rendering.plan import APT_GET, APT_PROLOGUE, Step, file_step, script
 from rendering.restic import ResticSecrets
 from rendering.shell import ShellValue, with_prologue
 
@@ -176,8 +176,9 @@ def restic_step() -> Step:
             f"want={RESTIC_VERSION}",
             "have=$(restic version 2>/dev/null | awk '{print $2}' || true)",
             'if [ "$have" = "$want" ]; then echo "unchanged restic $have"; exit 0; fi',
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends restic"
-            " >/dev/null",
+            *APT_PROLOGUE,
+            f"{APT_GET} update -q >/dev/null",
+            f"{APT_GET} install -y -q --no-install-recommends restic >/dev/null",
             "have=$(restic version | awk '{print $2}')",
             'if [ "$have" != "$want" ]; then',
             '  echo "restic $have installed, but the backup tool is tested with $want:'

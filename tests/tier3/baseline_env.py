@@ -79,6 +79,8 @@ def guest_stack_config(guest: Guest, crun: CrunSettings) -> tuple[StackConfig, G
     raw = set_path(raw, "baseline.docker.bridgeIp", "169.254.90.1/24")
     raw = set_path(raw, "baseline.docker.addressPools", [{"base": "169.254.96.0/20", "size": 24}])
     raw = set_path(raw, "guests.dev-cloud.sshHost", guest.host)
+    # off-guest backups need a repository: test_offsite gives them one (app_env.with_offsite)
+    raw = set_path(raw, "app.backups.offsite.enabled", False)
     # quick health checks: the production values (30 s interval) would make every wait 30 s long
     raw = set_path(
         raw,

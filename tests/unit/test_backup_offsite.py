@@ -18,7 +18,7 @@ import pytest
 from config import OffsiteSettings, Retention
 from rendering.backup_retention import Backup, pick, to_delete
 from tests.configs import evolve, parse, stack_raw
-from tests.unit.test_backup_tool import ZONE, expected_class, install_tool, sparse_nights
+from tests.unit.backup_kit import ZONE, expected_class, install_tool, sparse_nights
 
 pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
 PASSWORD = "correct-horse-battery-staple-restic"
@@ -227,8 +227,11 @@ def test_a_rebuilt_guest_fetches_the_newest_backup_of_the_guest_before_it(tmp_pa
     path = Path(fetched.stdout.strip())
     assert path.name == Path(wanted).name and path.read_bytes() == Path(wanted).read_bytes()
     assert "sha256" in fetched.stderr
-    named = new.run("fetch", Path(wanted).name.replace(".archive.gz", ""), now=T0 + 7400, ok=False)
-    assert named.returncode != 0 and "no off-guest backup named" in named.stderr
+    first = old.backups / next(p.name for p in old.backups.glob("*daily*.archive.gz"))
+    named = new.run("fetch", first.name.removesuffix(".archive.gz"), now=T0 + 7400)
+    assert Path(named.stdout.strip()).read_bytes() == first.read_bytes()
+    missing = new.run("fetch", "smartsmoker-daily-20200101T000000Z", now=T0 + 7500, ok=False)
+    assert missing.returncode != 0 and "no off-guest backup named" in missing.stderr
 
 
 def test_no_backup_before_this_guest_is_a_clear_error(guest: Guest) -> None:
@@ -277,6 +280,8 @@ def test_pick_prefers_the_previous_instance_unless_named() -> None:
     ]
     assert pick(backups, "instance-new", None) == backups[0]
     assert pick(backups, "instance-new", "mine") == backups[1]
-    assert pick(backups, "instance-new", "bbbb") == backups[1]
+    assert pick(backups, "instance-new", "mine.archive.gz") == backups[1]
+    assert pick(backups, "instance-new", "bbbb2222") == backups[1]
+    assert pick(backups, "instance-new", "bbbb") is None  # too short to be an id
     assert pick(backups, "instance-old", None) == backups[1]
     assert pick([], "x", None) is None

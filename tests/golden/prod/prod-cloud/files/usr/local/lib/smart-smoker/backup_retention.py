@@ -99,10 +99,20 @@ def snapshot_backups(snapshots: list[dict[str, Any]]) -> list[Backup]:
 
 
 def pick(backups: list[Backup], instance: str, name: str | None) -> Backup | None:
-    """The snapshot to restore: the one of that archive name or snapshot id; by default the
+    """The snapshot to restore: the one of that archive name (with or without `.archive.gz`) or
+    snapshot id (8 characters or more); by default the
     newest made by another instance (this fresh guest's own dumps hold its empty database)."""
     if name:
-        return next((b for b in backups if name in (b.name, b.ref) or b.ref.startswith(name)), None)
+        stem = name.removesuffix(ARCHIVE_SUFFIX)
+        return next(
+            (
+                b
+                for b in backups
+                if b.name.removesuffix(ARCHIVE_SUFFIX) == stem
+                or (len(name) >= 8 and b.ref.startswith(name))  # a (short) snapshot id
+            ),
+            None,
+        )
     older = [b for b in backups if b.instance != instance]
     return max(older, key=lambda b: (b.epoch, b.name), default=None)
 
