@@ -18,7 +18,7 @@ from components.release import _policy
 from deploy.engine import Engine, over_ssh
 from deploy.release import Site
 from deploy.transport import SshTarget
-from layout import BACKUP_TOOL, BACKUP_TOOL_NAME
+from layout import BACKUP_TOOL
 from rendering.restic import ResticSecrets
 
 SIZES_MB = (32, 320)
@@ -65,16 +65,19 @@ def bench_drill(harness: Any, images: Any, releases: Any) -> None:
                     target.known_hosts,
                 )  # fmt: skip
                 a = build_app_guest(new_guest, releases, hostname=name, restic=repo)
+                later = f"SMOKER_BACKUP_SHIP=later {BACKUP_TOOL}"
+                a.guest.run(f"{later} dump >/dev/null && {BACKUP_TOOL} ship")  # creates the repo
                 data = load_documents(a.guest, size, seed=size)
                 start = time.perf_counter()
-                a.guest.run(f"{BACKUP_TOOL} dump --class daily >/dev/null")
+                a.guest.run(f"{later} dump --class daily >/dev/null")
                 dumped = time.perf_counter() - start
                 archive = a.guest.run(
                     f"readlink -f {a.deployed.cfg.baseline.app_dir}/backups/latest"
                 )
                 size_bytes = int(a.guest.run(f"stat -c %s {archive.stdout.strip()}").stdout)
-                a.guest.run(f"systemctl start {BACKUP_TOOL_NAME}-ship.service")  # waits for it
-                shipped = ship_seconds(a.guest)
+                start = time.perf_counter()
+                a.guest.run(f"{BACKUP_TOOL} ship")
+                shipped = time.perf_counter() - start
                 start = time.perf_counter()
                 b = rebuild_app_guest(a, new_guest, releases, restic=repo)
                 rebuilt = time.perf_counter() - start
@@ -102,13 +105,29 @@ def bench_drill(harness: Any, images: Any, releases: Any) -> None:
             target.remove()
 
 
-def ship_seconds(guest: Any) -> float:
-    """How long the last run of the ship unit took (systemd's own timestamps, microseconds)."""
-    unit = f"{BACKUP_TOOL_NAME}-ship.service"
-    props = "-p ExecMainStartTimestampMonotonic -p ExecMainExitTimestampMonotonic"
-    out = guest.run(f"systemctl show {props} {unit}").stdout
-    values = dict(line.split("=", 1) for line in out.split())
-    return (
-        int(values["ExecMainExitTimestampMonotonic"])
-        - int(values["ExecMainStartTimestampMonotonic"])
-    ) / 1e6
+def main() -> None:
+    """`python -m tools.bench_drill`: the drill alone, with its own engine and registry."""
+    import tempfile
+    from pathlib import Path
+
+    from testbed.harness import Engine as Harness
+    from testbed.harness import build_images
+    from testbed.harness.engine import BRIDGE_IP
+    from testbed.registry import Registry
+    from tests.tier3.release_env import publish_releases
+
+    harness = Harness()
+    harness.start()
+    try:
+        images = build_images(harness)
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-registry-") as root,
+            Registry(Path(root), BRIDGE_IP.split("/")[0], loopback=True) as registry,
+        ):
+            bench_drill(harness, images, publish_releases(harness, registry))
+    finally:
+        harness.stop()
+
+
+if __name__ == "__main__":
+    main()
