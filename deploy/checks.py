@@ -199,11 +199,15 @@ class Checker:
                 return Problem(f"from outside: {problem}", problem.permanent, problem.failing)
         return None
 
+    def db_url(self, release_id: str, checks: Checks) -> tuple[str, str]:
+        """The env file of the release's application user, and its DB_URL ('' when unset)."""
+        env_path = f"{self.site.release_dir(release_id)}/{checks.mongo_user_env}"
+        return env_path, self.t.run(commands.db_url(env_path)).stdout.strip()
+
     def app_user(self, release_id: str, checks: Checks) -> Problem | None:
         if not checks.mongo_user_env:
             return None
-        env_path = f"{self.site.release_dir(release_id)}/{checks.mongo_user_env}"
-        url = self.t.run(commands.db_url(env_path)).stdout.strip()
+        env_path, url = self.db_url(release_id, checks)
         if not url:
             return permanent(f"{env_path} has no DB_URL")
         try:

@@ -238,8 +238,7 @@ class Engine:
         checks = Checks.from_dict(self.manifest(release_id).get("checks") or {})
         if not checks.mongo_user_env:
             raise DeployError(f"release {release_id} names no MongoDB user to count documents with")
-        env_path = f"{self.site.release_dir(release_id)}/{checks.mongo_user_env}"
-        url = self._run(commands.db_url(env_path)).stdout.strip()
+        env_path, url = self.checker.db_url(release_id, checks)
         if not url:
             raise DeployError(f"{env_path} has no DB_URL")
         try:

@@ -9,31 +9,14 @@ release verified; the rebuild itself (a `pulumi up` on a real node) is reported 
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from components.release import _policy
-from deploy.engine import Engine, over_ssh
-from deploy.release import Site
-from deploy.transport import SshTarget
+from components.release import release_engine
 from layout import BACKUP_TOOL
 from rendering.restic import ResticSecrets
 
 SIZES_MB = (32, 320)
-
-
-@contextlib.contextmanager
-def operator(app_guest: Any) -> Iterator[Engine]:
-    from tests.tier3.release_env import host_key
-
-    props = app_guest.deployed.release
-    guest = app_guest.guest
-    ssh = SshTarget(guest.host, "root", guest.private_key(), host_key=host_key(guest))
-    site = Site(props["project"], props["appDir"], proxied=bool(props.get("routes")))
-    with over_ssh(ssh, site, "bench via cli", _policy(props)) as engine:
-        yield engine
 
 
 def bench_drill(harness: Any, images: Any, releases: Any) -> None:
@@ -82,7 +65,7 @@ def bench_drill(harness: Any, images: Any, releases: Any) -> None:
                 b = rebuild_app_guest(a, new_guest, releases, restic=repo)
                 rebuilt = time.perf_counter() - start
                 start = time.perf_counter()
-                with operator(b) as engine:
+                with release_engine(b.deployed.release, "bench via cli") as engine:
                     result = engine.restore()
                 rto = time.perf_counter() - start
                 assert content_of(b.guest) == data, "the drill lost documents"

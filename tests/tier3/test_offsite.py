@@ -8,20 +8,18 @@ restore` runs) brings the documents back, identical, under a release that verifi
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 
-from components.release import _policy
-from deploy.engine import Engine, over_ssh
+from components.release import release_engine
+from deploy.engine import Engine
 from deploy.record import DeployError
-from deploy.release import Site
-from deploy.transport import SshTarget
 from layout import BACKUP_TOOL, BACKUP_TOOL_NAME
 from rendering import restic
 from rendering.backup import backup_plan
@@ -39,7 +37,7 @@ from tests.tier3.data_env import (
     load_documents,
     rebuild_app_guest,
 )
-from tests.tier3.release_env import Releases, host_key
+from tests.tier3.release_env import Releases
 
 pytestmark = pytest.mark.tier3
 PASSWORD = "restic-Pa55word-for-the-drill"
@@ -61,15 +59,9 @@ def secrets_for(target: SftpTarget, name: str, password: str = PASSWORD) -> Rest
     return ResticSecrets(target.repository(name), password, target.private_key, target.known_hosts)
 
 
-@contextlib.contextmanager
-def operator(app_guest: AppGuest) -> Iterator[Engine]:
-    """The engine as `python -m deploy --stack dev --guest ...` builds it, over SSH."""
-    props = {**app_guest.deployed.release}
-    guest = app_guest.guest
-    ssh = SshTarget(guest.host, "root", guest.private_key(), host_key=host_key(guest))
-    site = Site(props["project"], props["appDir"], proxied=bool(props.get("routes")))
-    with over_ssh(ssh, site, "drill@tier3 via cli", _policy(props)) as engine:
-        yield engine
+def operator(app_guest: AppGuest) -> AbstractContextManager[Engine]:
+    """The engine over SSH to the guest, as the Release provider and `python -m deploy` build it."""
+    return release_engine(app_guest.deployed.release, "drill@tier3 via cli")
 
 
 def ship_now(guest: Guest) -> None:
