@@ -102,6 +102,11 @@ class BusyError(SmokerError):
     """Another agent run holds the agent lock."""
 
 
+class StateError(SmokerError):
+    """`agent-state.json` cannot be read: the run does nothing rather than forget the replay
+    guard."""
+
+
 @dataclass(frozen=True)
 class Report:
     """What one run did; `agent-report.json`."""
@@ -155,13 +160,19 @@ class AgentState:
         path = state_dir / STATE_FILE
         if not path.exists():
             return cls()
-        raw = json.loads(path.read_text())
-        seen, applied, last = raw.get("seen"), raw.get("applied"), raw.get("last")
-        return cls(
-            Seen(**seen) if seen else None,
-            Attempted(**applied) if applied else None,
-            Attempted(**last) if last else None,
-        )
+        try:
+            raw = json.loads(path.read_text())
+            seen, applied, last = raw.get("seen"), raw.get("applied"), raw.get("last")
+            return cls(
+                Seen(**seen) if seen else None,
+                Attempted(**applied) if applied else None,
+                Attempted(**last) if last else None,
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"the agent state {path} is unreadable ({type(exc).__name__}): move it aside to "
+                "start over (the replay guard then starts from the next document)"
+            ) from None
 
     def save(self, state_dir: Path) -> None:
         write_atomically(state_dir / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
@@ -188,10 +199,20 @@ def converge(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         with agent_lock(directory):
-            run = _Run(directory, engine_factory, clock)
-            report = run.converge(
-                source, public_key, Path(env_dir), stack, guest, fetch or fetch_document, timeout
-            )
+            try:
+                run = _Run(directory, engine_factory, clock)
+            except StateError as exc:
+                report = Report(iso(clock()), FAILED, "nothing done", error=str(exc))
+            else:
+                report = run.converge(
+                    source,
+                    public_key,
+                    Path(env_dir),
+                    stack,
+                    guest,
+                    fetch or fetch_document,
+                    timeout,
+                )
             write_atomically(directory / REPORT_FILE, json.dumps(report.as_json(), indent=2) + "\n")
             return report
     except BusyError as exc:  # the holder writes the report: not overwritten from here

@@ -334,3 +334,11 @@ def test_the_state_dir_holds_no_temporary_files(device: Device, live: str) -> No
     """Report and state are written to a temporary sibling and renamed over."""
     names = os.listdir(device.state_dir)
     assert sorted(names) == ["agent-report.json", "agent-state.json", "agent.lock"]
+
+
+def test_an_unreadable_state_file_stops_the_run(device: Device, live: str) -> None:
+    (device.state_dir / STATE_FILE).write_text("{not json")
+    device.publish("1.1.0", 2)
+    report = device.converge()
+    assert report.outcome == "failed" and "agent-state.json is unreadable" in str(report.error)
+    assert device.host.current == live and "lock" not in device.host.steps
