@@ -46,7 +46,7 @@ test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit tests/static tests/sdk testbed/tests
 
 test: venv lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=40
 
 bench: venv
 	$(BIN)/python -m tools.bench
