@@ -8,6 +8,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from config.backups import REPOSITORY_FORMS, parse_restic_repository
 from config.errors import REQUIRED, SECRET_CLASS, Problem, problem
 
@@ -50,6 +54,7 @@ class Secrets:
     restic_ssh_known_hosts: Secret | None = None
     restic_aws_access_key_id: Secret | None = None
     restic_aws_secret_access_key: Secret | None = None
+    device_release_signing_key: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,13 @@ SECRET_KEYS: tuple[SecretKey, ...] = (
         "with 'Administration: read and write' on the repository (re-registers by itself)",
         "pulumi config set --secret githubRunnerToken",
     ),
+    SecretKey(
+        "deviceReleaseSigningKey",
+        "the Ed25519 private key (PKCS#8 PEM) that signs the desired release a device pulls "
+        "(only a stack with a device that updates by pull); generate it with "
+        "`openssl genpkey -algorithm ed25519 -out signing.pem`",
+        "pulumi config set --secret deviceReleaseSigningKey < signing.pem",
+    ),
 )
 SECRET_BY_NAME = {s.key: s for s in SECRET_KEYS}
 # Secrets that reach a Compose env file verbatim (`KEY=value`, no quoting): Compose would
@@ -279,6 +291,13 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
         )
     if spec.key.startswith("resticAws") and re.search(r"\s", value.strip()):
         yield bad("must be a single word (no spaces or line breaks)")
+    if spec.key == "deviceReleaseSigningKey" and not is_ed25519_private_pem(value):
+        yield bad(
+            "is not an Ed25519 private key in PKCS#8 PEM (-----BEGIN PRIVATE KEY-----)",
+            "generate one with `openssl genpkey -algorithm ed25519 -out signing.pem` and run "
+            f"`{spec.command(stack)}` (keep a copy: a new key needs the device's public key "
+            "replaced)",
+        )
     if spec.key == "proxmoxApiToken" and not re.fullmatch(r"[^@\s]+@[^!\s]+![^=\s]+=\S+", value):
         yield bad(
             "must look like user@realm!tokenid=uuid",
@@ -286,12 +305,38 @@ def _check_value(spec: SecretKey, value: str, stack: str) -> Iterator[Problem]:
         )
 
 
+def is_ed25519_private_pem(value: str) -> bool:
+    """An unencrypted PKCS#8 PEM private key that is Ed25519 (what `openssl genpkey -algorithm
+    ed25519` writes). Never raises, never keeps or shows the value."""
+    text = value.strip()
+    if not text.startswith("-----BEGIN PRIVATE KEY-----"):
+        return False  # PKCS#8 only (not OpenSSH, not an encrypted or a public key)
+    try:
+        key = serialization.load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return isinstance(key, Ed25519PrivateKey)
+
+
+def device_release_secrets(publishes: bool) -> list[str]:
+    """The secrets a stack needs to publish a device's desired release: `publishes` is true
+    when the stack has a device that updates by pull (the wiring passes it)."""
+    return ["deviceReleaseSigningKey"] if publishes else []
+
+
 def required_secrets(
-    *, host: bool, tailscale: bool, cloud: bool, mint_tailscale_keys: bool = False
+    *,
+    host: bool,
+    tailscale: bool,
+    cloud: bool,
+    mint_tailscale_keys: bool = False,
+    device_pulls: bool = False,
 ) -> list[str]:
     """The secrets a stack needs. With `tailscale.mintKeys` the OAuth client replaces
-    `tailscaleAuthKey`, which is then not read (kept, it lets mintKeys be turned off again)."""
-    required = ["guestSshPrivateKey"]
+    `tailscaleAuthKey`, which is then not read (kept, it lets mintKeys be turned off again).
+    `device_pulls`: the stack has a device that updates by pull (it publishes a signed desired
+    release for it, so it needs the signing key)."""
+    required = ["guestSshPrivateKey", *device_release_secrets(device_pulls)]
     if host:
         required += ["proxmoxSshPrivateKey", "githubRunnerToken"]
     if tailscale and mint_tailscale_keys:

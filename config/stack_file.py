@@ -22,8 +22,18 @@ class StackFileError(SmokerError):
     """The stack file cannot be read."""
 
 
+# RFC 8032's first Ed25519 test key, as PKCS#8 PEM: public, so it signs nothing a device trusts
+PLACEHOLDER_SIGNING_KEY = (
+    "-----BEGIN " + "PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n"
+    "-----END PRIVATE KEY-----\n"
+)
+
+
 def placeholder_secret(key: str) -> str:
     """A syntactically valid stand-in for a secret, so validation passes without real secrets."""
+    if key == "deviceReleaseSigningKey":
+        return PLACEHOLDER_SIGNING_KEY
     if key.endswith("SshPrivateKey"):
         begin, end = "-----BEGIN OPENSSH " + "PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
         return f"{begin}\nsynth-placeholder-{key}\n{end}\n"
