@@ -142,3 +142,34 @@ def upstream_name(service: str) -> str:
 def container_name(project: str, service: str) -> str:
     """Compose's name of a service's (first) container: what the proxy connects to."""
     return f"{project}-{service}-1"
+
+
+# -- the device's update agent (deploy/agent.py; rendering/agent.py installs it) ---------------
+#
+# On the device: the agent's code (the `deploy` package, `layout.py` and `errors.py`) under
+# `AGENT_HOME`, its units, the release signing key's public half, the env files the push path
+# delivers, the local copy of the desired release the push path writes, and the agent's state.
+# On the publisher (the stack's cloud guest): one signed document per device.
+
+AGENT_NAME = "smart-smoker-agent"
+AGENT_SERVICE = f"{AGENT_NAME}.service"
+AGENT_TIMER = f"{AGENT_NAME}.timer"
+AGENT_HOME = "/opt/smart-smoker-agent"  # PYTHONPATH: AGENT_HOME/deploy, layout.py, errors.py
+AGENT_STATE_DIR = f"{STATUS_DIR}/agent"  # agent.lock, agent-state.json, agent-report.json
+AGENT_STATE_FILE = "agent-state.json"
+AGENT_REPORT_FILE = "agent-report.json"
+AGENT_DOCUMENT = f"{AGENT_STATE_DIR}/desired-release.json"  # the push path's local copy
+AGENT_PUBLIC_KEY = f"{SECRETS_DIR}/release.pub"  # SubjectPublicKeyInfo PEM (public)
+AGENT_ENV_DIR = f"{SECRETS_DIR}/release-env"  # root-only: the env files the push delivers
+AGENT_BUSY_EXIT = LOCKED_EXIT  # 75: busy or waiting for secrets; not a failure of the unit
+AGENT_UNREACHABLE_EXIT = 69  # EX_UNAVAILABLE: the document could not be fetched; not a failure
+PUBLISHED_RELEASES_DIR = "/srv/smart-smoker/device-releases"  # on the publisher
+
+
+def published_release(guest: str) -> str:
+    """Where the publisher holds the signed desired release of the device `guest`."""
+    return f"{PUBLISHED_RELEASES_DIR}/{guest}.json"
+
+
+def agent_report(state_dir: str = AGENT_STATE_DIR) -> str:
+    return f"{state_dir}/{AGENT_REPORT_FILE}"

@@ -81,13 +81,13 @@ EXIT_CODES = {
     FAILED: 1,
     WAITING_FOR_SECRETS: layout.LOCKED_EXIT,  # 75, EX_TEMPFAIL: the next run tries again
     BUSY: layout.LOCKED_EXIT,  # 75
-    UNREACHABLE: 69,  # EX_UNAVAILABLE
+    UNREACHABLE: layout.AGENT_UNREACHABLE_EXIT,  # 69, EX_UNAVAILABLE
 }
 NOT_RETRIED = (ROLLED_BACK_NOW, ROLLBACK_FAILED)  # until a newer document is published
 
 LOCK_FILE = "agent.lock"
-STATE_FILE = "agent-state.json"
-REPORT_FILE = "agent-report.json"
+STATE_FILE = layout.AGENT_STATE_FILE
+REPORT_FILE = layout.AGENT_REPORT_FILE
 FETCH_TIMEOUT = 30.0
 
 EngineFactory = Callable[[], Engine]
@@ -187,7 +187,7 @@ def converge(
     state_dir: str | os.PathLike[str],
     engine_factory: EngineFactory,
     *,
-    env_dir: str | os.PathLike[str] = layout.SECRETS_DIR + "/release-env",
+    env_dir: str | os.PathLike[str] = layout.AGENT_ENV_DIR,
     stack: str | None = None,
     guest: str | None = None,
     fetch: Fetch | None = None,
@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--project", required=True, help="the Compose project")
     parser.add_argument("--app-dir", required=True)
-    parser.add_argument("--env-dir", default=layout.SECRETS_DIR + "/release-env")
+    parser.add_argument("--env-dir", default=layout.AGENT_ENV_DIR)
     parser.add_argument("--stack", help="refuse documents for another stack")
     parser.add_argument("--guest", help="refuse documents for another guest")
     parser.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, help="fetch timeout (s)")

@@ -155,6 +155,23 @@ def sign(document: Mapping[str, Any], private_key: Ed25519PrivateKey) -> bytes:
     return canonical({"document": document, "signature": base64.b64encode(signature).decode()})
 
 
+def release_part(spec: ReleaseSpec) -> dict[str, Any]:
+    """The document's `release` for `spec`: env file contents become their sha256."""
+    if spec.routes:
+        raise DesiredReleaseError("a device release is updated in place: it has no routes")
+    return {
+        "compose": spec.compose,
+        "digests": service_images(spec.compose),
+        "envFiles": {name: sha256_text(text) for name, text in spec.env_files.items()},
+        "checks": spec.checks.as_dict(),
+    }
+
+
+def content_hash_of(spec: ReleaseSpec) -> str:
+    """The `contentHash` the document for `spec` carries (no key needed, nothing signed)."""
+    return release_hash(release_part(spec))
+
+
 def publish(
     spec: ReleaseSpec,
     *,
@@ -166,14 +183,7 @@ def publish(
 ) -> bytes:
     """The signed document for `spec` (env file contents become their sha256: the document
     never holds a secret). Refuses what `parse` would refuse, so a device never gets it."""
-    if spec.routes:
-        raise DesiredReleaseError("a device release is updated in place: it has no routes")
-    release = {
-        "compose": spec.compose,
-        "digests": service_images(spec.compose),
-        "envFiles": {name: sha256_text(text) for name, text in spec.env_files.items()},
-        "checks": spec.checks.as_dict(),
-    }
+    release = release_part(spec)
     document = {
         "schema": SCHEMA,
         "stack": stack,
