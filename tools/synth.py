@@ -325,6 +325,29 @@ def synthesize(
     return Synthesis(stack, config, resources, outputs, host_files(config), monitor.invokes)
 
 
+def record(stack: str, build: Callable[[], None]) -> list[Resource]:
+    """The registrations `build` makes under mocks (a fresh Pulumi runtime), as the engine
+    would see them: for a resource the stacks do not build yet, or alone."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        pulumi_settings.ROOT.set(None)
+        mocks = ReadsAndLookups()
+        monitor = _RecordingMonitor(mocks)
+        pulumi.runtime.set_mocks(
+            mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+        )
+        build()
+        loop.run_until_complete(wait_for_rpcs())
+    finally:
+        pulumi_settings.SETTINGS.rpc_manager.clear()
+        pulumi_settings.SETTINGS.outputs.clear()
+        pulumi_settings.ROOT.set(None)
+        asyncio.set_event_loop(None)
+        loop.close()
+    return sorted(monitor.recorded, key=lambda r: r.urn)
+
+
 async def _resolve_outputs() -> dict[str, Any]:
     root = pulumi.runtime.get_root_resource()
     resolved: dict[str, Any] = {}
