@@ -409,7 +409,8 @@ def _log(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The agent's command line (rendering/agent.py renders the unit that runs it)."""
     parser = argparse.ArgumentParser(
         prog="python -m deploy.agent", description="Converge this device to its desired release."
     )
@@ -422,7 +423,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stack", help="refuse documents for another stack")
     parser.add_argument("--guest", help="refuse documents for another guest")
     parser.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, help="fetch timeout (s)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         public_key = public_key_from_pem(Path(args.public_key).read_bytes())
     except (OSError, DesiredReleaseError) as exc:
