@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi
@@ -40,7 +41,8 @@ from pulumi.dynamic import (
 )
 
 import layout
-from deploy.desired import content_hash_of, private_key_from_pem, publish
+from config import GuestSpec, Secret
+from deploy.desired import content_hash_of, private_key_from_pem, public_pem, publish
 from deploy.release import Checks, ReleaseSpec
 from deploy.transport import SshTarget, Transport, TransportError, connect
 from errors import SmokerError
@@ -247,6 +249,49 @@ def changed_keys(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
     except (AttributeError, KeyError, TypeError, ValueError, SmokerError):
         changed.append("contentHash")  # unknown in a preview, or not a release
     return changed
+
+
+def release_public_key(signing_key: Secret) -> str:
+    """The public half of `deviceReleaseSigningKey` (SubjectPublicKeyInfo PEM), for the
+    device's `release.pub` (rendering.agent.agent_plan): not a secret."""
+    return public_pem(private_key_from_pem(signing_key.reveal()))
+
+
+def desired_release_inputs(
+    stack: str,
+    device: GuestSpec,
+    release: Mapping[str, Any],
+    *,
+    signing_key: Secret,
+    private_key: Secret,
+    publisher: GuestSpec,
+    publisher_host_key: pulumi.Input[str],
+    device_host_key: pulumi.Input[str] | None = None,
+    compose: pulumi.Input[str] | None = None,
+) -> dict[str, Any]:
+    """The DesiredRelease inputs for `device`, published on the cloud guest `publisher`:
+    `release` is the device's release (`rendering.app.release_inputs`: compose, envFiles,
+    checks), `compose` the one with the planned digests when the stack pins them. Every secret
+    is registered as a secret."""
+    return {
+        "stack": stack,
+        "guest": device.name,
+        "compose": release["compose"] if compose is None else compose,
+        "envFiles": pulumi.Output.secret(release["envFiles"]),
+        "checks": release["checks"],
+        "signingKey": pulumi.Output.secret(signing_key.reveal()),
+        "publisherHost": publisher.ssh_host,
+        "publisherUser": publisher.ssh_user,
+        "publisherPort": 22,
+        "publisherHostKey": publisher_host_key,
+        "publisherPrivateKey": pulumi.Output.secret(private_key.reveal()),
+        "path": layout.published_release(device.name),
+        "deviceHost": device.ssh_host,
+        "deviceUser": device.ssh_user,
+        "devicePort": 22,
+        "deviceHostKey": device.ssh_host_key if device_host_key is None else device_host_key,
+        "devicePrivateKey": pulumi.Output.secret(private_key.reveal()),
+    }
 
 
 class DesiredReleaseProvider(ResourceProvider):

@@ -287,3 +287,38 @@ def test_delete_leaves_the_publication(world: World) -> None:
 def test_check_names_missing_inputs() -> None:
     result = DesiredReleaseProvider().check({}, {"stack": "prod"})
     assert {f.property for f in result.failures or []} >= {"signingKey", "path", "compose"}
+
+
+def test_the_wiring_helper_registers_every_secret_as_a_secret() -> None:
+    from config import parse_config
+    from config.secrets import Secret
+    from rendering.app import release_inputs
+    from tests.configs import stack_raw
+    from tests.sdk.wire import SECRET_SIG, SIG
+    from tools.synth import record
+
+    cfg = parse_config(*stack_raw("dev"), "dev")
+    device, cloud = cfg.guest("virtual-smoker-device"), cfg.guest("dev-cloud")
+    signing = Secret(KEY_PEM)
+    assert device_release.release_public_key(signing) == public_pem(KEY)
+
+    def build() -> None:
+        inputs = device_release.desired_release_inputs(
+            "dev",
+            device,
+            release_inputs(cfg, device, None),
+            signing_key=signing,
+            private_key=cfg.secrets.guest_ssh_private_key,
+            publisher=cloud,
+            publisher_host_key=HOST_KEY,
+        )
+        device_release.DesiredRelease("virtual-smoker-device-desired-release", inputs)
+
+    (res,) = record("dev", build)
+    assert res.type == "pulumi-python:dynamic/device:DesiredRelease"
+    wire = res.wire_inputs
+    for key in ("signingKey", "envFiles", "publisherPrivateKey", "devicePrivateKey"):
+        assert wire[key][SIG] == SECRET_SIG, key
+    assert wire["path"] == "/srv/smart-smoker/device-releases/virtual-smoker-device.json"
+    assert wire["publisherHost"] == cloud.ssh_host and wire["deviceHost"] == device.ssh_host
+    assert DesiredReleaseProvider().check({}, {k: v for k, v in wire.items()}).failures == []
