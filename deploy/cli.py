@@ -31,7 +31,8 @@ import paramiko
 
 import layout
 from config.stack_file import StackFileError, stack_file_config
-from deploy.engine import Policy, deployer, over_ssh
+from deploy import agent_status
+from deploy.engine import Engine, Policy, deployer, over_ssh
 from deploy.release import Site
 from deploy.transport import SshTarget
 from errors import SmokerError
@@ -123,7 +124,18 @@ def parser() -> argparse.ArgumentParser:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", parents=[as_json], help="the live release, its digests, its health")
+    status = sub.add_parser(
+        "status",
+        parents=[as_json],
+        help="the live release, its digests, its health (and the update agent's last report)",
+    )
+    status.add_argument(
+        "--agent-max-age",
+        type=float,
+        default=agent_status.REPORT_MAX_AGE_HOURS,
+        metavar="HOURS",
+        help="a device agent's report older than this is a finding",
+    )
     history = sub.add_parser("history", parents=[as_json], help="the ledger, newest last")
     history.add_argument("--limit", type=int, default=20)
     rollback = sub.add_parser("rollback", help="make an earlier release live again, verified")
@@ -149,14 +161,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _status(engine: Engine, args: argparse.Namespace, cli: str) -> dict[str, Any]:
+    """The engine's status; on a guest that runs the update agent, its section and findings."""
+    status = engine.status()
+    if agent_status.installed(engine.t):
+        section, findings = agent_status.agent_status(
+            engine.t,
+            status.get("release"),
+            engine.clock(),
+            max_age_hours=args.agent_max_age,
+            cli=cli,
+        )
+        status["agent"] = section
+        status["findings"] = [*(status.get("findings") or []), *findings]
+    return status
+
+
 def _show(data: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps(data, indent=2, sort_keys=True)
     if isinstance(data, dict):
         findings = data.pop("findings", None) or []
+        agent = data.pop("agent", None)
         lines = [
             f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}" for k, v in data.items()
         ]
+        for key, value in (agent or {}).items():
+            if isinstance(value, dict):
+                lines += [f"agent.{key}.{k}: {v}" for k, v in value.items() if v is not None]
+            else:
+                lines.append(f"agent.{key}: {value}")
         return "\n".join(lines + [f"problem: {finding}" for finding in findings])
     return str(data)
 
@@ -181,7 +215,7 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     options = {"log": log, "cli": cli, "redeploy": f"pulumi up --stack {args.stack}"}
     with over_ssh(guest.target, guest.site, deployer("cli"), guest.policy, **options) as engine:
         if args.command == "status":
-            print(_show(engine.status(), args.json), file=out)
+            print(_show(_status(engine, args, cli), args.json), file=out)
         elif args.command == "history":
             records = engine.history()[-args.limit :]
             text = (

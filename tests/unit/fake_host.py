@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from deploy.transport import CommandResult, TransportError
-from layout import BACKUP_TOOL, LEDGER_PATH, LOCK_DIR
+from layout import AGENT_SERVICE, AGENT_STATE_DIR, BACKUP_TOOL, LEDGER_PATH, LOCK_DIR
 
 APP_DIR = "/opt/smart-smoker-dev"
 PROJECT = "smart-smoker-dev"
@@ -69,6 +69,9 @@ PATTERNS: list[tuple[str, str]] = [
     ("image-rm", r"^docker image rm "),
     ("rm", r"^rm -rf "),
     ("ledger", r"^umask 077 && mkdir -p .* && cat >> "),
+    # the device's update agent (deploy/agent_status.py)
+    ("agent-installed", rf"^if \[ -e /etc/systemd/system/{re.escape(AGENT_SERVICE)} \]"),
+    ("agent-read", rf"^cat {re.escape(AGENT_STATE_DIR)}/\S+ 2>/dev/null \|\| true$"),
     ("ledger-read", r"^cat \S+ 2>/dev/null \|\| true$"),
 ]
 
@@ -488,6 +491,14 @@ class FakeHost:
     def _ledger(self, command: str, stdin: bytes) -> CommandResult:
         self.files[LEDGER_PATH] = self.files.get(LEDGER_PATH, "") + stdin.decode()
         return self._ok()
+
+    def _agent_installed(self, command: str, stdin: bytes) -> CommandResult:
+        unit = f"/etc/systemd/system/{AGENT_SERVICE}"
+        found = any(p == unit or p.startswith(AGENT_STATE_DIR + "/") for p in self.files)
+        return self._ok("installed\n" if found else "")
+
+    def _agent_read(self, command: str, stdin: bytes) -> CommandResult:
+        return self._ok(self.files.get(shlex.split(command)[1], ""))
 
     def _ledger_read(self, command: str, stdin: bytes) -> CommandResult:
         return self._ok(self.files.get(LEDGER_PATH, ""))
