@@ -18,7 +18,7 @@ push never raises): the state always records what was published.
 
 Like the other providers: importable with no side effects, nothing kept on the instance, every
 wait has a deadline (the engine enforces none), `update` is implemented, and `diff` is pure: only
-the release's content hash and the publish target count.
+the release's content hash, the publish target and the signing key's public half count.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ SECRET_OUTPUTS = ["envFiles", "signingKey", "publisherPrivateKey", "devicePrivat
 OUTPUTS = (
     "sequence",
     "contentHash",
+    "publicKey",
     "document",
     "delivery",
     "note",
@@ -173,6 +174,7 @@ def _publish(props: dict[str, Any], after: int) -> dict[str, Any]:
         **props,
         "sequence": sequence,
         "contentHash": content_hash_of(spec),
+        "publicKey": public_pem(key),
         "document": document.decode(),
     }
     return {**outs, **push(props, document, sequence)}
@@ -241,13 +243,19 @@ def _delivery(
 
 
 def changed_keys(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
-    """What makes a new publication: the publish target, or the release's content hash."""
+    """What makes a new publication: the publish target, the release's content hash, or a new
+    signing key (the device, given the new public key, would refuse the old signature)."""
     changed = [key for key in TARGET_KEYS if olds.get(key) != news.get(key)]
     try:
         if olds.get("contentHash") != content_hash(news):
             changed.append("contentHash")
     except (AttributeError, KeyError, TypeError, ValueError, SmokerError):
         changed.append("contentHash")  # unknown in a preview, or not a release
+    try:
+        if olds.get("publicKey") != public_pem(private_key_from_pem(news["signingKey"])):
+            changed.append("publicKey")
+    except (KeyError, TypeError, SmokerError):
+        changed.append("publicKey")
     return changed
 
 
@@ -332,6 +340,7 @@ class DesiredRelease(Resource, module="device", name="DesiredRelease"):
 
     sequence: pulumi.Output[int]
     contentHash: pulumi.Output[str]  # noqa: N815
+    publicKey: pulumi.Output[str]  # noqa: N815
     path: pulumi.Output[str]
     document: pulumi.Output[str]
     delivery: pulumi.Output[str]

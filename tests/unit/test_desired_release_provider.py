@@ -28,6 +28,15 @@ KEY_PEM = KEY.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 ).decode()
 PUBLIC = public_key_from_pem(public_pem(KEY))
+OTHER_KEY_PEM = (
+    Ed25519PrivateKey.generate()
+    .private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    .decode()
+)
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey"
 
 
@@ -137,6 +146,7 @@ def test_create_publishes_sequence_1_signed_and_readable_by_all(world: World) ->
     outs = created.outs or {}
     assert created.id == "desired-release-prod-smoker-pi"
     assert outs["sequence"] == 1 and outs["path"] == str(world.published)
+    assert outs["publicKey"] == public_pem(KEY)
     assert outs["document"].encode() == on_publisher(world)
     desired = parse(on_publisher(world), PUBLIC, stack="prod", guest="smoker-pi")
     assert desired.sequence == 1 and desired.content_hash == outs["contentHash"]
@@ -180,6 +190,7 @@ def test_unchanged_content_is_no_change_and_connects_nowhere(world: World) -> No
         ({"path": "/srv/elsewhere/smoker-pi.json"}, "path"),
         ({"publisherHost": "10.20.0.21"}, "publisherHost"),
         ({"guest": "smoker-pi-2"}, "guest"),
+        ({"signingKey": OTHER_KEY_PEM}, "publicKey"),  # the device gets the new public key
     ],
 )
 def test_content_or_target_changes_are_updates(
