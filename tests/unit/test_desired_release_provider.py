@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,15 @@ import components.device_release as device_release
 from components.device_release import DesiredReleaseProvider, PublishError
 from deploy.desired import Seen, parse, public_key_from_pem, public_pem
 from deploy.transport import CommandResult, LocalTransport, SshTarget, TransportError
-from tests.unit.engine_kit import APP_PASSWORD, CHECKS, spec
+from tests.unit.engine_kit import (
+    APP_PASSWORD,
+    CHECKS,
+    Clock,
+    digest,
+    fake_host,
+    make_engine,
+    spec,
+)
 
 KEY = Ed25519PrivateKey.generate()
 KEY_PEM = KEY.private_bytes(
@@ -50,6 +58,7 @@ class World:
     commands: list[tuple[str, str]] = field(default_factory=list)  # (host, command)
     stdins: list[bytes] = field(default_factory=list)
     fail_publish: bool = False
+    real_agent: Callable[[], int] | None = None  # runs deploy.agent for `systemctl start`
 
     @property
     def published(self) -> Path:
@@ -76,6 +85,8 @@ class Recording(LocalTransport):
 
     def agent(self) -> CommandResult:
         """The agent's run: the document it reads is the pushed local copy."""
+        if self.world.real_agent is not None:
+            return CommandResult(self.world.real_agent(), "", "")
         document = json.loads((self.world.device / "state/desired-release.json").read_text())
         doc = document["document"]
         report = {
@@ -333,3 +344,43 @@ def test_the_wiring_helper_registers_every_secret_as_a_secret() -> None:
     assert wire["path"] == "/srv/smart-smoker/device-releases/virtual-smoker-device.json"
     assert wire["publisherHost"] == cloud.ssh_host and wire["deviceHost"] == device.ssh_host
     assert DesiredReleaseProvider().check({}, {k: v for k, v in wire.items()}).failures == []
+
+
+def test_the_push_runs_the_real_agent_on_what_it_delivered(world: World) -> None:
+    """Publish, push, and `deploy.agent.converge` (over the fake host's engine) reading the
+    pushed copy and env files, reporting back: a deploy, a newer one, then a rolled-back one."""
+    from deploy.agent import converge
+
+    device, clock = fake_host(), Clock()
+
+    def run_agent() -> int:
+        clock.t += 60
+        report = converge(
+            str(world.device / "state/desired-release.json"),
+            PUBLIC,
+            world.device / "state",
+            lambda: make_engine(device, clock),
+            env_dir=world.device / "env",
+            stack="prod",
+            guest="smoker-pi",
+            clock=clock.wall,
+        )
+        return report.exit_code
+
+    world.real_agent = run_agent
+    provider = DesiredReleaseProvider()
+    first = provider.create(props(world)).outs or {}
+    assert (first["delivery"], first["agentOutcome"]) == ("pushed", "deployed"), first["note"]
+    live = device.current
+    assert live is not None and first["agentReport"]["liveRelease"] == live
+    second = provider.update("id", first, props(world, "1.1.0")).outs or {}
+    assert (second["sequence"], second["agentOutcome"]) == (2, "deployed")
+    assert device.current != live
+    device.broken.add(digest("backend", "1.2.0"))  # its containers go unhealthy
+    third = provider.update("id", second, props(world, "1.2.0")).outs or {}
+    assert (third["sequence"], third["delivery"], third["agentOutcome"]) == (
+        3,
+        "pushed",
+        "rolled-back",
+    )
+    assert third["agentReport"]["liveRelease"] == second["agentReport"]["liveRelease"]
