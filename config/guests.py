@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, ValidationInfo, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from config.app import IMAGE_REFERENCE
 from config.errors import REQUIRED, Problem, fail, problem
 from config.fields import (
     Bool,
@@ -245,12 +246,8 @@ def _serial_device(value: str) -> str:
 
 
 def _kiosk_image(value: str) -> str:
-    match = re.fullmatch(
-        r"([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*"
-        r"(?P<tag>:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?P<digest>@sha256:[0-9a-f]{64})?",
-        value,
-    )
-    if match is None or not (match.group("tag") or match.group("digest")):
+    match = IMAGE_REFERENCE.fullmatch(value)
+    if match is None or not (match.group("tag") or "@sha256:" in value):
         raise fail(
             "is not an image pinned by a tag or a digest",
             "write repo:tag@sha256:<digest> (or at least repo:tag)",
@@ -338,21 +335,25 @@ class HostSpec(Model):
         network: NetworkSettings | None,
         host_shared: HostShared | None,
     ) -> Iterator[Problem]:
-        del network, host_shared  # an existing machine is on no Proxmox network
-        for name in PROXMOX_ONLY:
-            if name in raw:
-                yield problem(
-                    f"{key}.{name}",
-                    raw[name],
-                    "is not a setting of a kind: host guest (an existing machine, not a "
-                    "Proxmox guest)",
-                    "remove it",
-                )
+        del raw, network, host_shared  # an existing machine is on no Proxmox network
         if self.tailscale is not None:
             yield from self.tailscale.check(f"{key}.tailscale", environment)
 
 
 Guest = GuestSpec | HostSpec
+
+
+def refused_on_host(key: str, raw: dict[str, Any]) -> Iterator[Problem]:
+    """The Proxmox-only settings of a kind: host guest's raw body, each by name (reported even
+    when the rest of the body is invalid: every problem at once)."""
+    for name in PROXMOX_ONLY:
+        if name in raw:
+            yield problem(
+                f"{key}.{name}",
+                raw[name],
+                "is not a setting of a kind: host guest (an existing machine, not a Proxmox guest)",
+                "remove it",
+            )
 
 
 def check_unique(guests: Sequence[Guest]) -> Iterator[Problem]:

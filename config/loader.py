@@ -23,7 +23,15 @@ from config.errors import (
     suggest,
 )
 from config.fields import STACK_FILE
-from config.guests import GUEST_NAME, PROXMOX_ONLY, Guest, GuestSpec, HostSpec, check_unique
+from config.guests import (
+    GUEST_NAME,
+    PROXMOX_ONLY,
+    Guest,
+    GuestSpec,
+    HostSpec,
+    check_unique,
+    refused_on_host,
+)
 from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
 from config.secrets import (
     SECRET_BY_NAME,
@@ -313,8 +321,9 @@ def _guests(raw: Any, context: dict[str, Any], problems: list[Problem]) -> list[
             continue
         model: type[GuestSpec | HostSpec] = GuestSpec
         if body.get("kind") == "host":
-            # an existing machine: its Proxmox-only keys are refused by HostSpec.check, by name
+            # an existing machine: its Proxmox-only keys are refused by name, not as unknown
             model = HostSpec
+            problems += refused_on_host(f"guests.{name}", body)
             body = {k: v for k, v in body.items() if k not in PROXMOX_ONLY}
         try:
             guests.append(model.model_validate({**body, "<name>": name}, context=context))

@@ -161,8 +161,8 @@ def device_compose(cfg: StackConfig, images: Mapping[str, str], guest: Guest) ->
         "image": images["deviceService"],
         "platform": platform,
         "restart": "unless-stopped",
-        "network_mode": "host",  # serves 3003 on the VM itself
-        "environment": {"NODE_ENV": "local"},  # the temperature emulator
+        "network_mode": "host",  # serves 3003 on the VM (or the Pi) itself
+        "environment": {"NODE_ENV": "local"},  # the VM's temperature emulator
         "healthcheck": _healthcheck(
             app, http_probe(f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health")
         ),
@@ -196,6 +196,7 @@ def device_compose(cfg: StackConfig, images: Mapping[str, str], guest: Guest) ->
             "environment": {"DISPLAY": ":0"},
             "volumes": ["/tmp/.X11-unix:/tmp/.X11-unix"],  # the machine's X display
             "depends_on": {"smoker-ui": {"condition": "service_healthy"}},
+            # what it shows answers (wget, curl or node: check the image has one of them)
             "healthcheck": {
                 **_healthcheck(app, http_probe(f"http://127.0.0.1:{SMOKER_UI_PORT}/")),
                 "start_period": f"{KIOSK_START_PERIOD_SECONDS}s",

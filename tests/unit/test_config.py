@@ -509,6 +509,16 @@ def test_the_three_stack_files_are_valid() -> None:
     assert dev.host_stack.name == prod.host_stack.name == "organization/smoker-infra/host"
 
 
+def test_a_host_guests_problems_are_reported_at_once() -> None:
+    raw = at(f"{SMOKER}.vmid", 107)(PROD)
+    raw = at(f"{SMOKER}.sshHostKey", None)(raw)
+    raw = at(f"{SMOKER}.device.serialDevice", "ttyS0")(raw)
+    with pytest.raises(ConfigError) as caught:
+        parse(raw, "prod")
+    keys = {p.key for p in caught.value.problems}
+    assert {f"{SMOKER}.vmid", f"{SMOKER}.sshHostKey", f"{SMOKER}.device.serialDevice"} <= keys
+
+
 def test_the_physical_smoker_is_a_host_guest_with_defaults() -> None:
     body = {
         k: v for k, v in SMOKER_BODY.items() if k in ("kind", "sshHost", "sshHostKey", "hostname")
