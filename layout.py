@@ -73,7 +73,10 @@ def backup_dir(app_dir: str) -> str:
 
 
 def project_name(environment: str, guest_kind: str) -> str:
-    """The Compose project of a guest's application: container names, labels and filters."""
+    """The Compose project of a guest's application: container names, labels and filters (an
+    existing machine, the physical smoker, keeps the old system's project, `smoker-device`)."""
+    if guest_kind == "host":
+        return "smoker-device"
     return f"smart-smoker-{environment}" if guest_kind == "lxc" else "smart-smoker-device"
 
 

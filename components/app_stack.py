@@ -11,7 +11,7 @@ from components.guest_common import GuestAccess, step_commands
 from components.images import planned_images
 from components.mongo_users import MongoUsers
 from components.release import Release
-from config import GuestSpec, StackConfig
+from config import Guest, StackConfig
 from config.secrets import Secret
 from rendering import app
 from rendering.files import app_files_plan
@@ -21,7 +21,7 @@ from rendering.restic import ResticSecrets
 @dataclass(frozen=True)
 class AppStackArgs:
     config: StackConfig
-    spec: GuestSpec
+    spec: Guest
     access: GuestAccess
     # the guest baseline (Docker, users, directories) and, on a tailnet guest, Tailscale: its
     # `up` may rewrite resolv.conf (accept-dns), so no image pull runs beside it, and the
@@ -73,9 +73,11 @@ class AppStack(pulumi.ComponentResource):
         files = step_commands(
             spec.name, app_files_plan(cfg, spec, secrets), spec.ssh_user, access, args.after, self
         )
-        ready_for_app: pulumi.Resource = files[-1]
+        # an existing machine has no app files before its first release (the baseline checked
+        # its serial device): the release follows the baseline (and Tailscale) directly
+        ready_for_app: pulumi.Resource = files[-1] if files else args.after
         if secrets is not None:
-            ready_for_app = self._users(cfg, spec, secrets, access, files[-1])
+            ready_for_app = self._users(cfg, spec, secrets, access, ready_for_app)
         images = planned_images(app.guest_images(cfg, spec), args.docker_provider, self)
         self.release = self._release(cfg, spec, secrets, access, ready_for_app, images)
         self.register_outputs(
@@ -85,7 +87,7 @@ class AppStack(pulumi.ComponentResource):
     def _release(
         self,
         cfg: StackConfig,
-        spec: GuestSpec,
+        spec: Guest,
         secrets: app.AppSecrets | None,
         access: GuestAccess,
         after: pulumi.Resource,
@@ -113,7 +115,7 @@ class AppStack(pulumi.ComponentResource):
     def _users(
         self,
         cfg: StackConfig,
-        spec: GuestSpec,
+        spec: Guest,
         secrets: app.AppSecrets,
         access: GuestAccess,
         after: pulumi.Resource,

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import pulumi
 
 from components.guest_common import GuestAccess, step_commands
-from config import CommonConfig, GuestSpec
+from config import CommonConfig, Guest
 from rendering.baseline import baseline_plan
 
 
 @dataclass(frozen=True)
 class GuestBaselineArgs:
     config: CommonConfig
-    spec: GuestSpec
+    spec: Guest
     access: GuestAccess
 
 

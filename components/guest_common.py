@@ -11,7 +11,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.proxmox_host import ProxmoxHost
-from config import GuestSpec, NetworkSettings, ProxmoxSettings, Secret
+from config import Guest, GuestSpec, HostSpec, NetworkSettings, ProxmoxSettings, Secret
 from rendering.plan import HOST_KEY_FILE, Step, host_key_of
 
 PER_DIAL_TIMEOUT_SECONDS = 10
@@ -38,7 +38,7 @@ class GuestArgs:
 
 
 def guest_connection(
-    guest: GuestSpec,
+    guest: Guest,
     private_key: Secret,
     host_key: pulumi.Input[str] | None = None,
     dial_error_limit: int = STEP_DIAL_ERROR_LIMIT,
@@ -66,12 +66,22 @@ def readiness_command(kind: str, deadline_seconds: int) -> str:
     return f"timeout {deadline_seconds} sh -c {shlex.quote(wait)} && cat {HOST_KEY_FILE}"
 
 
+@dataclass(frozen=True)
+class HostArgs:
+    """An existing machine (`kind: host`): no Proxmox resource, reached at its `sshHost`."""
+
+    spec: HostSpec
+    private_key: Secret
+    readiness_timeout_seconds: int
+
+
 @dataclass
 class GuestAccess:
-    """What configures a guest: its Proxmox resource, the readiness gate, and the connection
-    every later step uses (host key pinned)."""
+    """What configures a guest: its Proxmox resource (None: an existing machine, which nothing
+    here creates or replaces), the readiness gate, and the connection every later step uses
+    (host key pinned)."""
 
-    machine: pulumi.CustomResource
+    machine: pulumi.CustomResource | None
     ready: remote.Command
     connection: remote.ConnectionArgs
     host_key: pulumi.Output[str]
@@ -90,15 +100,16 @@ class GuestAccess:
 
 def guest_access(
     name: str,
-    args: GuestArgs,
-    guest_resource: pulumi.CustomResource,
+    args: GuestArgs | HostArgs,
+    guest_resource: pulumi.CustomResource | None,
     parent: pulumi.Resource,
 ) -> GuestAccess:
     """Wait for SSH, then pin the host key for every later step.
 
     The configured `sshHostKey` is pinned from the first connection on. Without it, the key the
     guest presents to the readiness check is recorded (trust on first use, like `ssh` itself) and
-    pinned for everything after, so a later man-in-the-middle is refused.
+    pinned for everything after, so a later man-in-the-middle is refused. An existing machine
+    (`guest_resource` None) always has its key configured: it is never trusted on first use.
     """
     spec, deadline = args.spec, args.readiness_timeout_seconds
     first = guest_connection(
@@ -110,7 +121,7 @@ def guest_access(
         create=readiness_command(spec.kind, deadline),
         opts=pulumi.ResourceOptions(
             parent=parent,
-            depends_on=[guest_resource],
+            depends_on=[guest_resource] if guest_resource is not None else None,
             deleted_with=guest_resource,
             custom_timeouts=pulumi.CustomTimeouts(create=f"{deadline}s", update=f"{deadline}s"),
         ),

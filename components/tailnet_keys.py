@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tailscale as tailscale
 
-from config import CommonConfig, GuestSpec
+from config import CommonConfig, Guest
 
 PROVIDER_NAME = "tailscale"
 # Only what minting needs: an OAuth access token limited to creating (and deleting) auth keys.
@@ -63,9 +63,9 @@ class KeyMinter:
 
     def mint(
         self,
-        spec: GuestSpec,
+        spec: Guest,
         after: pulumi.Resource,
-        machine: pulumi.Resource,
+        machine: pulumi.Resource | None,
         parent: pulumi.Resource,
     ) -> tailscale.TailnetKey:
         ts = spec.tailscale
@@ -84,7 +84,7 @@ class KeyMinter:
                 parent=parent,
                 provider=self.provider,
                 depends_on=[after],
-                replace_with=[machine],
+                replace_with=[machine] if machine is not None else None,
                 ignore_changes=["expiry"],
             ),
         )

@@ -8,13 +8,13 @@ import pulumi
 
 from components.guest_common import GuestAccess, step_commands
 from components.tailnet_keys import KeyMinter
-from config import GuestSpec, Secret
+from config import Guest, Secret
 from rendering.tailscale import serve_urls, tailscale_plan
 
 
 @dataclass(frozen=True)
 class TailscaleNodeArgs:
-    spec: GuestSpec
+    spec: Guest
     tailnet: str
     auth_key: Secret | None  # tailscaleAuthKey (not read when a minter is given)
     access: GuestAccess

@@ -27,7 +27,7 @@ class VzdumpJob(pulumi.ComponentResource):
             name,
             resource_id=f"smart-smoker-{cfg.environment}",
             node=cfg.proxmox.node,
-            vmids=[str(g.vmid) for g in cfg.guests],
+            vmids=[str(g.vmid) for g in cfg.proxmox_guests],
             schedule=vz.schedule,
             storage=vz.storage,
             mode=vz.mode,
@@ -44,4 +44,4 @@ class VzdumpJob(pulumi.ComponentResource):
                 parent=self, provider=args.provider, delete_before_replace=True
             ),
         )
-        self.register_outputs({"vmids": [g.vmid for g in cfg.guests]})
+        self.register_outputs({"vmids": [g.vmid for g in cfg.proxmox_guests]})

@@ -10,7 +10,14 @@ from config.app import APP_IMAGES, AppSettings, DeploySettings, HealthcheckSetti
 from config.backups import BackupSettings, OffsiteSettings, Retention, VzdumpSettings
 from config.baseline import BaselineSettings, CrunSettings, DockerSettings, Fail2banSettings
 from config.errors import PROJECT, ConfigError, Problem
-from config.guests import GuestSpec, LxcFeatures
+from config.guests import (
+    DeviceSettings,
+    Guest,
+    GuestSpec,
+    HostSpec,
+    KioskSettings,
+    LxcFeatures,
+)
 from config.loader import parse_config
 from config.proxmox import (
     VENDOR_DATA_FILE_NAME,
@@ -50,15 +57,19 @@ __all__ = [
     "ConfigError",
     "CrunSettings",
     "DeploySettings",
+    "DeviceSettings",
     "DockerSettings",
     "Download",
     "Fail2banSettings",
+    "Guest",
     "GuestSpec",
     "HealthcheckSettings",
     "HostShared",
+    "HostSpec",
     "HostStackConfig",
     "HostStackRef",
     "Images",
+    "KioskSettings",
     "LxcFeatures",
     "NetworkSettings",
     "OffsiteSettings",

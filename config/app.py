@@ -14,7 +14,8 @@ from config.fields import Bool, Int, Model, Text, pattern, ranged, rule
 APP_IMAGES = ("mongo", "backend", "frontend", "deviceService", "smokerUi")
 # What `docker` accepts as a tag.
 TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_REPOSITORY = re.compile(
+# An image reference: [registry/]name[:tag][@sha256:<digest>] (groups `repo`, `tag`).
+IMAGE_REFERENCE = re.compile(
     r"(?P<repo>([a-z0-9.-]+(:\d+)?/)?[a-z0-9]+([._/-][a-z0-9]+)*)"
     rf"(:(?P<tag>{TAG}))?(@sha256:[0-9a-f]{{64}})?"
 )
@@ -30,7 +31,7 @@ def _tag(value: str) -> str:
 
 
 def _image(value: str) -> str:
-    if not _REPOSITORY.fullmatch(value):
+    if not IMAGE_REFERENCE.fullmatch(value):
         raise fail(
             "is not an image repository like benjr70/smart-smoker-backend",
             "write [registry/]name[:tag]",
@@ -62,7 +63,7 @@ class Images(Model):
 
     @model_validator(mode="after")
     def _mongo_has_a_tag(self) -> Images:
-        match = _REPOSITORY.fullmatch(self.mongo)
+        match = IMAGE_REFERENCE.fullmatch(self.mongo)
         if match is not None and match.group("tag") is None:
             raise fail(
                 "has no tag: the stack's app tag (e.g. nightly) is not a MongoDB version",

@@ -1,4 +1,5 @@
-"""The Proxmox guests (`guests.<name>`): sizes, address, access, LXC features, VM settings."""
+"""The guests (`guests.<name>`): Proxmox guests (sizes, address, access, LXC features, VM
+settings) and existing machines (`kind: host`, the physical smoker: no Proxmox resource)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, ValidationInfo, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from config.app import IMAGE_REFERENCE
 from config.errors import REQUIRED, Problem, fail, problem
 from config.fields import (
     Bool,
@@ -64,7 +66,7 @@ class GuestSpec(Model):
     """One Proxmox guest: an LXC container (`kind: lxc`) or a VM cloned from the template."""
 
     FIXES: ClassVar[dict[str, str]] = {
-        "kind": "set kind to lxc or vm",
+        "kind": "set kind to lxc or vm (or host: an existing machine)",
         "vmid": "pin vmid to a free VMID (100..999999)",
         "hostname": "use e.g. smart-smoker-dev-cloud",
         "ipv4": "set ipv4 like 10.20.0.20/24",
@@ -73,7 +75,7 @@ class GuestSpec(Model):
         "swapMb": "set swapMb",
     }
     name: SkipJsonSchema[str] = Field(alias="<name>")
-    kind: Annotated[Text, one_of("lxc", "vm")] = Field(
+    kind: Annotated[Text, one_of("lxc", "vm", fix="set kind to lxc, vm or host")] = Field(
         description="lxc: a container from the template; vm: a clone of the VM template"
     )
     vmid: Vmid = Field(description="the guest's VMID, pinned", examples=[104])
@@ -206,12 +208,160 @@ def _check_address(
         )
 
 
-def check_unique(guests: Sequence[GuestSpec]) -> Iterator[Problem]:
+# ---------------------------------------------------------------------------------------------
+# kind: host, an existing machine (the physical smoker)
+
+# What only a Proxmox guest has; refused on a kind: host guest (the loader reports each).
+PROXMOX_ONLY = (
+    "vmid",
+    "ipv4",
+    "cores",
+    "memoryMb",
+    "swapMb",
+    "diskGb",
+    "features",
+    "machine",
+    "bios",
+    "firewall",
+    "startOnBoot",
+    "protect",
+)
+ARCH_PLATFORMS = {"armhf": "linux/arm/v7", "arm64": "linux/arm64"}
+HOST_KEY_FIX = (
+    "pin the machine's own key: run `ssh-keyscan -t ed25519 <host>` and set sshHostKey to its "
+    "last two fields (the machine already exists: its key is never trusted on first use)"
+)
+
+
+SERIAL_DEVICE = r"/dev/[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*"
+
+
+def _serial_device(value: str) -> str:
+    if not re.fullmatch(SERIAL_DEVICE, value) or ".." in value:
+        raise fail(
+            "is not an absolute /dev path",
+            "give the serial device's node, e.g. /dev/ttyS0 (the GPIO UART) or /dev/ttyACM0",
+        )
+    return value
+
+
+def _kiosk_image(value: str) -> str:
+    match = IMAGE_REFERENCE.fullmatch(value)
+    if match is None or not (match.group("tag") or "@sha256:" in value):
+        raise fail(
+            "is not an image pinned by a tag or a digest",
+            "write repo:tag@sha256:<digest> (or at least repo:tag)",
+        )
+    return value
+
+
+class KioskSettings(Model):
+    """The kiosk (`electron_shell`): the smoker UI full-screen on the device's display."""
+
+    enabled: Bool = Field(False, description="run the kiosk service")
+    image: Annotated[Text, rule(_kiosk_image)] | None = Field(
+        None,
+        description="the kiosk image, repo:tag@sha256:<digest> or at least repo:tag "
+        "(required when enabled)",
+        examples=["benjr70/smart-smoker-electron-shell:v1.0.0"],
+    )
+
+    @model_validator(mode="after")
+    def _image_when_enabled(self) -> KioskSettings:
+        if self.enabled and self.image is None:
+            raise fail(
+                "is required when the kiosk is enabled",
+                "set image to repo:tag@sha256:<digest> (or at least repo:tag), "
+                "or set enabled: false",
+                at="image",
+            )
+        return self
+
+
+class DeviceSettings(Model):
+    """What the device service needs of the machine."""
+
+    serial_device: Annotated[Text, rule(_serial_device, pattern=f"^{SERIAL_DEVICE}$")] = Field(
+        "/dev/ttyS0",
+        description="the Arduino's serial device on the machine, passed to the device service "
+        "as /dev/ttyS0 (a test machine: a stand-in node)",
+        examples=["/dev/ttyS0"],
+    )
+    kiosk: KioskSettings = Field(default_factory=KioskSettings, description="the kiosk")
+
+
+class HostSpec(Model):
+    """An existing machine (`kind: host`, the physical smoker): SSH only, no Proxmox resource."""
+
+    FIXES: ClassVar[dict[str, str]] = {
+        "sshHost": "set sshHost to the machine's tailnet name or address, e.g. smoker",
+        "sshHostKey": HOST_KEY_FIX,
+        "hostname": "use the machine's host name, e.g. smoker",
+    }
+    name: SkipJsonSchema[str] = Field(alias="<name>")
+    kind: Annotated[Text, one_of("host")] = Field(
+        description="host: an existing machine reached over SSH (no Proxmox resource)"
+    )
+    ssh_host: Text = Field(description="the machine's tailnet name or address", examples=["smoker"])
+    ssh_user: UserName = Field(
+        "smoker", alias="user", description="the SSH user (sudo without a password)"
+    )
+    ssh_host_key: HostKey = Field(
+        description="the machine's SSH host key (required: `ssh-keyscan -t ed25519 <host>`)"
+    )
+    arch: Annotated[Text, one_of("armhf", "arm64")] = Field(
+        "armhf", description="the machine's Debian architecture (armhf: Raspberry Pi OS 32-bit)"
+    )
+    hostname: Hostname = Field(description="the machine's host name", examples=["smoker"])
+    tags: Annotated[TextList, rule(_tags)] = Field((), description="tags (lower-case)")
+    firewall_allow: Annotated[TextList, rule(_port_rules)] = Field(
+        (), description="extra ports opened in ufw (a device's 3003 and 8080 always are)"
+    )
+    tailscale: TailscaleSettings | None = Field(None, description="join the tailnet")
+    device: DeviceSettings = Field(
+        default_factory=DeviceSettings, description="the serial device and the kiosk"
+    )
+
+    @property
+    def platform(self) -> str:
+        """The images' platform on this machine."""
+        return ARCH_PLATFORMS[self.arch]
+
+    def check(
+        self,
+        key: str,
+        raw: dict[str, Any],
+        environment: str,
+        network: NetworkSettings | None,
+        host_shared: HostShared | None,
+    ) -> Iterator[Problem]:
+        del raw, network, host_shared  # an existing machine is on no Proxmox network
+        if self.tailscale is not None:
+            yield from self.tailscale.check(f"{key}.tailscale", environment)
+
+
+Guest = GuestSpec | HostSpec
+
+
+def refused_on_host(key: str, raw: dict[str, Any]) -> Iterator[Problem]:
+    """The Proxmox-only settings of a kind: host guest's raw body, each by name (reported even
+    when the rest of the body is invalid: every problem at once)."""
+    for name in PROXMOX_ONLY:
+        if name in raw:
+            yield problem(
+                f"{key}.{name}",
+                raw[name],
+                "is not a setting of a kind: host guest (an existing machine, not a Proxmox guest)",
+                "remove it",
+            )
+
+
+def check_unique(guests: Sequence[Guest]) -> Iterator[Problem]:
     """No two guests share a VMID, host name, address or Tailscale host name."""
     rules: list[tuple[str, str, Any]] = [
-        ("vmid", "VMID", lambda g: g.vmid),
+        ("vmid", "VMID", lambda g: g.vmid if isinstance(g, GuestSpec) else None),
         ("hostname", "hostname", lambda g: g.hostname),
-        ("ipv4", "address", lambda g: g.ipv4.ip),
+        ("ipv4", "address", lambda g: g.ipv4.ip if isinstance(g, GuestSpec) else None),
         (
             "tailscale.hostname",
             "Tailscale hostname",

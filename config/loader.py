@@ -23,7 +23,15 @@ from config.errors import (
     suggest,
 )
 from config.fields import STACK_FILE
-from config.guests import GUEST_NAME, GuestSpec, check_unique
+from config.guests import (
+    GUEST_NAME,
+    PROXMOX_ONLY,
+    Guest,
+    GuestSpec,
+    HostSpec,
+    check_unique,
+    refused_on_host,
+)
 from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
 from config.secrets import (
     SECRET_BY_NAME,
@@ -175,7 +183,11 @@ def parse_config(
         )
     proxmox: ProxmoxSettings | None = sections.get("proxmox")
     keyctl = [
-        g.name for g in guests if g.lxc_features and (g.lxc_features.keyctl or g.lxc_features.tun)
+        g.name
+        for g in guests
+        if isinstance(g, GuestSpec)
+        and g.lxc_features
+        and (g.lxc_features.keyctl or g.lxc_features.tun)
     ]
     problems += check_proxmox_auth(secrets, keyctl, proxmox.username if proxmox else None, stack)
     host = environment == "host"
@@ -278,7 +290,7 @@ def _environment(raw: Any, stack: str, problems: list[Problem]) -> str:
     return str(raw)
 
 
-def _guests(raw: Any, context: dict[str, Any], problems: list[Problem]) -> list[GuestSpec]:
+def _guests(raw: Any, context: dict[str, Any], problems: list[Problem]) -> list[Guest]:
     if raw is None:
         problems.append(problem("guests", REQUIRED, "is required", "set the guests object"))
         return []
@@ -289,7 +301,7 @@ def _guests(raw: Any, context: dict[str, Any], problems: list[Problem]) -> list[
         return []
     if not raw:
         problems.append(problem("guests", {}, "declares no guest", "declare at least one guest"))
-    guests = []
+    guests: list[Guest] = []
     for name, body in raw.items():
         if not re.fullmatch(GUEST_NAME, name):
             problems.append(
@@ -307,8 +319,14 @@ def _guests(raw: Any, context: dict[str, Any], problems: list[Problem]) -> list[
                 )
             )
             continue
+        model: type[GuestSpec | HostSpec] = GuestSpec
+        if body.get("kind") == "host":
+            # an existing machine: its Proxmox-only keys are refused by name, not as unknown
+            model = HostSpec
+            problems += refused_on_host(f"guests.{name}", body)
+            body = {k: v for k, v in body.items() if k not in PROXMOX_ONLY}
         try:
-            guests.append(GuestSpec.model_validate({**body, "<name>": name}, context=context))
+            guests.append(model.model_validate({**body, "<name>": name}, context=context))
         except ValidationError as exc:
-            problems += problems_from(exc, ("guests", name), GuestSpec)
+            problems += problems_from(exc, ("guests", name), model)
     return guests

@@ -126,6 +126,16 @@ def _rows(
     key: str, spec: dict[str, Any], defs: dict[str, Any], required: bool, out: list[str]
 ) -> None:
     spec, nullable = _unwrap(spec, defs)
+    choices = [o for o in spec.get("anyOf", []) if o.get("type") != "null"]
+    if len(choices) > 1:  # e.g. a guest: a Proxmox guest or an existing machine, by `kind`
+        for choice in choices:
+            inner = _resolve(choice, defs)
+            kinds = inner.get("properties", {}).get("kind", {}).get("enum")
+            if kinds:
+                what = inner.get("description", "")
+                inner = {**inner, "description": f"kind {' or '.join(kinds)}: {what}"}
+            _rows(key, inner, defs, required, out)
+        return
     default = spec.get("default")
     if required:
         need = "required"

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 from config.app import AppSettings
 from config.baseline import BaselineSettings
 from config.fields import AuthorizedKeys, Int, Model, Text, one_of, ranged
-from config.guests import GuestSpec
+from config.guests import Guest, GuestSpec, HostSpec
 from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
 from config.runner import RunnerSettings
 from config.secrets import Secrets
@@ -38,7 +38,10 @@ class StackFile(Model):
         description="dev and prod: the host stack whose outputs they read "
         "(default organization/smoker-infra/host)",
     )
-    guests: dict[str, GuestSpec] = Field(description="the stack's guests, by name")
+    guests: dict[str, GuestSpec | HostSpec] = Field(
+        description="the stack's guests, by name: Proxmox guests (kind lxc or vm) and existing "
+        "machines (kind host)"
+    )
     ssh_authorized_keys: AuthorizedKeys = Field(
         (), description="public keys that may log in to the guests (at least one)"
     )
@@ -62,7 +65,7 @@ class CommonConfig(Model):
     environment: Environment
     proxmox: ProxmoxSettings
     network: NetworkSettings
-    guests: tuple[GuestSpec, ...]
+    guests: tuple[Guest, ...]
     ssh_authorized_keys: tuple[str, ...]
     readiness_timeout_seconds: int
     baseline: BaselineSettings
@@ -70,8 +73,18 @@ class CommonConfig(Model):
     tailscale: TailnetSettings = Field(default_factory=TailnetSettings)  # mintKeys and expiry
     secrets: Secrets = Field(repr=False)
 
-    def guest(self, name: str) -> GuestSpec:
+    def guest(self, name: str) -> Guest:
         return next(g for g in self.guests if g.name == name)
+
+    @property
+    def proxmox_guests(self) -> tuple[GuestSpec, ...]:
+        """The guests that are Proxmox resources (kind lxc or vm): the ones with a VMID."""
+        return tuple(g for g in self.guests if isinstance(g, GuestSpec))
+
+    @property
+    def hosts(self) -> tuple[HostSpec, ...]:
+        """The existing machines (kind host)."""
+        return tuple(g for g in self.guests if isinstance(g, HostSpec))
 
 
 class StackConfig(CommonConfig):

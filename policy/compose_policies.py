@@ -20,6 +20,9 @@ from policy.model import (
 )
 
 DIGEST_MARK = "@sha256:"
+# The device projects (layout.project_name): the device VM's, and the physical smoker's, an
+# existing machine that has no Proxmox resource to carry the `device` tag.
+DEVICE_PROJECTS = ("smart-smoker-device", "smoker-device")
 
 
 def _published_on_loopback(port: Any) -> bool:
@@ -67,13 +70,15 @@ def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
             )
             continue
         guest = _guest_of(r, guests)
-        device = guest is not None and "device" in items(guest.props.get("tags"))
+        device = (guest is not None and "device" in items(guest.props.get("tags"))) or (
+            guest is None and is_release(r) and r.props.get("project") in DEVICE_PROJECTS
+        )
         for name, service in services.items():
             if not isinstance(service, Mapping):
                 continue
             is_mongo = name == "mongo" or str(service.get("image", "")).startswith("mongo")
             if device and not is_mongo:
-                continue  # the device VM's UI is on the LAN by design (firewallAllow)
+                continue  # a device's UI is on the LAN by design (firewallAllow, DEVICE_PORTS)
             if service.get("network_mode") == "host":
                 yield (
                     r,

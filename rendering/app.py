@@ -18,7 +18,7 @@ from urllib.parse import quote
 import yaml
 
 import layout
-from config import AppSettings, GuestSpec, StackConfig
+from config import AppSettings, Guest, HostSpec, StackConfig
 from layout import SECRETS_DIR
 from rendering.plan import Step, file_step, script
 from rendering.restic import ResticSecrets
@@ -36,12 +36,15 @@ BACKEND_PORT = 3001
 FRONTEND_PORT = 80
 SMOKER_UI_PORT = 8080
 DEVICE_SERVICE_PORT = 3003
+DEVICE_SERIAL = "/dev/ttyS0"  # where the device service reads the Arduino, in its container
+KIOSK_SERVICE = "electron_shell"  # the old system's name of the kiosk service
+KIOSK_START_PERIOD_SECONDS = 60
 DATA_PROFILE = "data"  # MongoDB's: only started by name, in the guest's own project
 # What the proxy serves on the loopback ports Tailscale serve targets: port -> (service, port).
 PROXY_ROUTES = {BACKEND_PORT: ("backend", 3001), FRONTEND_PORT: ("frontend", 3000)}
 
 
-def project_name(cfg: StackConfig, guest: GuestSpec) -> str:
+def project_name(cfg: StackConfig, guest: Guest) -> str:
     return layout.project_name(cfg.environment, guest.kind)
 
 
@@ -58,13 +61,17 @@ def tagged_images(app: AppSettings) -> dict[str, str]:
     }
 
 
-def guest_images(cfg: StackConfig, guest: GuestSpec) -> dict[str, str]:
-    """The tagged image references of the services a guest's release runs."""
+def guest_images(cfg: StackConfig, guest: Guest) -> dict[str, str]:
+    """The tagged image references of the services a guest's release runs (an existing
+    machine's kiosk: its own pinned reference)."""
     names = (
         ("mongo", "backend", "frontend") if guest.kind == "lxc" else ("deviceService", "smokerUi")
     )
     tagged = tagged_images(cfg.app)
-    return {name: tagged[name] for name in names}
+    images = {name: tagged[name] for name in names}
+    if isinstance(guest, HostSpec) and guest.device.kiosk.image and guest.device.kiosk.enabled:
+        images["kiosk"] = guest.device.kiosk.image
+    return images
 
 
 def _healthcheck(app: AppSettings, test: list[str]) -> dict[str, object]:
@@ -143,41 +150,68 @@ def cloud_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, obje
     }
 
 
-def device_compose(cfg: StackConfig, images: Mapping[str, str]) -> dict[str, object]:
+def device_compose(cfg: StackConfig, images: Mapping[str, str], guest: Guest) -> dict[str, object]:
+    """The device's project. On the device VM (`guest` a VM): arm/v7 images under emulation and
+    the temperature emulator. On the physical smoker (`guest` a HostSpec): its platform, the
+    Arduino's serial device passed through, production mode, and the kiosk when enabled."""
     app = cfg.app
-    return {
-        "name": "smart-smoker-device",
-        "services": {
-            "device-service": {
-                "image": images["deviceService"],
-                "platform": "linux/arm/v7",
-                "restart": "unless-stopped",
-                "network_mode": "host",  # serves 3003 on the VM itself
-                "environment": {"NODE_ENV": "local"},  # the temperature emulator
-                "healthcheck": _healthcheck(
-                    app, http_probe(f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health")
-                ),
-                "logging": _logging(),
-            },
-            "smoker-ui": {
-                "image": images["smokerUi"],
-                "platform": "linux/arm/v7",
-                "restart": "unless-stopped",
-                "ports": [f"{SMOKER_UI_PORT}:8080"],
-                "depends_on": {"device-service": {"condition": "service_healthy"}},
-                "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:8080/")),
-                "logging": _logging(),
-            },
+    host = guest if isinstance(guest, HostSpec) else None
+    platform = host.platform if host is not None else "linux/arm/v7"
+    device_service: dict[str, object] = {
+        "image": images["deviceService"],
+        "platform": platform,
+        "restart": "unless-stopped",
+        "network_mode": "host",  # serves 3003 on the VM (or the Pi) itself
+        "environment": {"NODE_ENV": "local"},  # the VM's temperature emulator
+        "healthcheck": _healthcheck(
+            app, http_probe(f"http://127.0.0.1:{DEVICE_SERVICE_PORT}/api/health")
+        ),
+        "logging": _logging(),
+    }
+    if host is not None:
+        device_service.update(
+            {
+                "devices": [f"{host.device.serial_device}:{DEVICE_SERIAL}"],  # the Arduino
+                "environment": {"NODE_ENV": "production"},
+            }
+        )
+    services: dict[str, object] = {
+        "device-service": device_service,
+        "smoker-ui": {
+            "image": images["smokerUi"],
+            "platform": platform,
+            "restart": "unless-stopped",
+            "ports": [f"{SMOKER_UI_PORT}:8080"],
+            "depends_on": {"device-service": {"condition": "service_healthy"}},
+            "healthcheck": _healthcheck(app, http_probe("http://127.0.0.1:8080/")),
+            "logging": _logging(),
         },
     }
+    if host is not None and host.device.kiosk.enabled:
+        services[KIOSK_SERVICE] = {
+            "image": images["kiosk"],
+            "platform": platform,
+            "restart": "unless-stopped",
+            "network_mode": "host",  # shows the smoker UI at 127.0.0.1:8080
+            "environment": {"DISPLAY": ":0"},
+            "volumes": ["/tmp/.X11-unix:/tmp/.X11-unix"],  # the machine's X display
+            "depends_on": {"smoker-ui": {"condition": "service_healthy"}},
+            # what it shows answers (wget, curl or node: check the image has one of them)
+            "healthcheck": {
+                **_healthcheck(app, http_probe(f"http://127.0.0.1:{SMOKER_UI_PORT}/")),
+                "start_period": f"{KIOSK_START_PERIOD_SECONDS}s",
+            },
+            "logging": _logging(),
+        }
+    return {"name": project_name(cfg, guest), "services": services}
 
 
-def compose_file(
-    cfg: StackConfig, guest: GuestSpec, images: Mapping[str, str] | None = None
-) -> str:
+def compose_file(cfg: StackConfig, guest: Guest, images: Mapping[str, str] | None = None) -> str:
     """A release's compose file (env files relative: they sit next to it in the release)."""
-    chosen = dict(images) if images is not None else tagged_images(cfg.app)
-    project = cloud_compose(cfg, chosen) if guest.kind == "lxc" else device_compose(cfg, chosen)
+    chosen = dict(images) if images is not None else guest_images(cfg, guest)
+    project = (
+        cloud_compose(cfg, chosen) if guest.kind == "lxc" else device_compose(cfg, chosen, guest)
+    )
     header = (
         "# Managed by smoker-infra: the Compose project of this guest, one release of it.\n"
         "# Secrets are in the root-only env files next to this file, never here.\n"
@@ -185,7 +219,7 @@ def compose_file(
     return header + yaml.safe_dump(project, sort_keys=False, width=1000)
 
 
-def bootstrap_compose_file(cfg: StackConfig, guest: GuestSpec) -> str:
+def bootstrap_compose_file(cfg: StackConfig, guest: Guest) -> str:
     """MongoDB alone, to create the users before the first release (a release takes it over)."""
     project = {
         "name": project_name(cfg, guest),
@@ -209,9 +243,7 @@ def release_dir(cfg: StackConfig, name: str) -> str:
     return layout.release_dir(cfg.baseline.app_dir, name)
 
 
-def release_env_files(
-    cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None
-) -> dict[str, str]:
+def release_env_files(cfg: StackConfig, guest: Guest, secrets: AppSecrets | None) -> dict[str, str]:
     """The env files a release carries (secret): the cloud services' credentials."""
     if guest.kind != "lxc":
         return {}
@@ -224,9 +256,7 @@ def release_env_files(
     }
 
 
-def release_inputs(
-    cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None
-) -> dict[str, object]:
+def release_inputs(cfg: StackConfig, guest: Guest, secrets: AppSecrets | None) -> dict[str, object]:
     """The Release resource's inputs, connection aside (`envFiles` is secret)."""
     deploy = cfg.app.deploy
     return {
@@ -249,14 +279,14 @@ def release_inputs(
     }
 
 
-def proxy_routes(guest: GuestSpec) -> list[dict[str, object]]:
+def proxy_routes(guest: Guest) -> list[dict[str, object]]:
     """The services the proxy sends traffic to (a cloud guest's; none: updated in place)."""
     if guest.kind != "lxc":
         return []
     return [{"service": name, "port": port} for name, port in PROXY_ROUTES.values()]
 
 
-def release_checks(cfg: StackConfig, guest: GuestSpec) -> dict[str, object]:
+def release_checks(cfg: StackConfig, guest: Guest) -> dict[str, object]:
     """What verifies a release: the services' health endpoints (docs/application.md) on the guest, the app user, and
     (with `app.deploy.verifyFromOutside`) the Tailscale URLs from where the deploy runs."""
     checks: dict[str, object]
@@ -357,7 +387,7 @@ def secret_files_plan(cfg: StackConfig, secrets: AppSecrets) -> list[Step]:
     ]
 
 
-def mongo_bootstrap_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+def mongo_bootstrap_plan(cfg: StackConfig, guest: Guest) -> list[Step]:
     """On a fresh cloud guest, start MongoDB alone; once a release runs it, never touch it."""
     path = bootstrap_compose_path(cfg)
     project = shlex.quote(project_name(cfg, guest))
@@ -381,7 +411,7 @@ def mongo_bootstrap_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
     ]
 
 
-def arm_check_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+def arm_check_plan(cfg: StackConfig, guest: Guest) -> list[Step]:
     """On the device VM, prove arm/v7 emulation before the first release needs it."""
     if guest.kind != "vm":
         return []

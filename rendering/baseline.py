@@ -1,7 +1,9 @@
 """The guest baseline: hardened sshd, UFW, fail2ban, Docker Engine with crun, and the basics.
 
 Pure functions from the stack config to file text, and `baseline_plan()`: the ordered steps that
-converge one guest. Values come from the stack config (stated in docs/values.md).
+converge one guest. Values come from the stack config (stated in docs/values.md). An existing
+machine (`kind: host`, the Raspberry Pi) gets the same baseline without the LXC and VM steps:
+Docker from the repository of its architecture, runc (no crun), and a check of its serial device.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import shlex
 from dataclasses import replace
 
-from config import APP_ENVIRONMENTS, BaselineSettings, CommonConfig, GuestSpec
+from config import APP_ENVIRONMENTS, BaselineSettings, CommonConfig, Guest, HostSpec
 from layout import LOG_DIR, SECRETS_DIR
 from rendering.plan import (
     APT_GET,
@@ -41,9 +43,15 @@ BASE_PACKAGES = (
     "python3-systemd",
 )
 DEVICE_PACKAGES = ("qemu-user-static", "binfmt-support")
+# The device's ports on an existing machine: the device service and the smoker UI.
+DEVICE_PORTS = ("3003/tcp", "8080/tcp")
+DOCKER_DOWNLOADS = "https://download.docker.com/linux"
+# An existing machine's Docker apt repository by its Debian architecture: (distribution, arch).
+# Raspberry Pi OS 32-bit (armhf) has Docker's raspbian repository; arm64 uses Debian's.
+DOCKER_REPOSITORIES = {"armhf": ("raspbian", "armhf"), "arm64": ("debian", "arm64")}
 
 
-def ssh_members(guest: GuestSpec) -> tuple[str, ...]:
+def ssh_members(guest: Guest) -> tuple[str, ...]:
     """Who may log in over SSH (the AllowGroups group)."""
     return ("root",) if guest.kind == "lxc" else ("root", guest.ssh_user)
 
@@ -83,10 +91,12 @@ def authorized_keys(cfg: CommonConfig) -> str:
     )
 
 
-def ufw_rules(guest: GuestSpec) -> list[str]:
+def ufw_rules(guest: Guest) -> list[str]:
     """The complete rule set, in `ufw show added` form. SSH comes first."""
     rules = ["allow 22/tcp", "allow in on tailscale0", f"allow {TAILSCALE_PORT}"]
-    rules += [f"allow {port}" for port in guest.firewall_allow if f"allow {port}" not in rules]
+    ports = (*DEVICE_PORTS, *guest.firewall_allow) if isinstance(guest, HostSpec) else ()
+    ports = ports or guest.firewall_allow
+    rules += [f"allow {port}" for port in dict.fromkeys(ports) if f"allow {port}" not in rules]
     return rules
 
 
@@ -153,19 +163,22 @@ bantime = {f2b.ban_time_seconds}
 """
 
 
-def daemon_json(settings: BaselineSettings) -> str:
+def daemon_json(settings: BaselineSettings, crun: bool = True) -> str:
+    """dockerd's configuration; `crun`: the default runtime (a guest; an existing machine keeps
+    Docker's own runc)."""
     docker = settings.docker
     config: dict[str, object] = {
         "default-address-pools": [
             {"base": str(base), "size": size} for base, size in docker.address_pools
         ],
-        "default-runtime": "crun",
         "live-restore": True,
         "log-driver": "json-file",
         "log-opts": {"max-file": "3", "max-size": "10m"},
-        "runtimes": {"crun": {"path": CRUN_PATH}},
         "userland-proxy": False,
     }
+    if crun:
+        config["default-runtime"] = "crun"
+        config["runtimes"] = {"crun": {"path": CRUN_PATH}}
     if docker.bridge_ip is not None:
         config["bip"] = str(docker.bridge_ip)
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
@@ -235,11 +248,12 @@ def timezone_step(zone: str) -> Step:
     )
 
 
-def users_step(guest: GuestSpec, settings: BaselineSettings, app: bool = True) -> Step:
+def users_step(guest: Guest, settings: BaselineSettings, app: bool = True) -> Step:
     """SSH group and members, the log directory, and where the guest runs the services (`app`)
     the app user and the app directory layout."""
     user, app_dir = settings.app_user, settings.app_dir
-    shell = "/bin/bash" if guest.kind == "vm" and user == guest.ssh_user else "/usr/sbin/nologin"
+    login = guest.kind != "lxc" and user == guest.ssh_user  # the VM's or the machine's own user
+    shell = "/bin/bash" if login else "/usr/sbin/nologin"
     lines = [
         "changed=''",
         f"getent group {SSH_GROUP} >/dev/null || {{ groupadd --system {SSH_GROUP}; "
@@ -280,7 +294,7 @@ def users_step(guest: GuestSpec, settings: BaselineSettings, app: bool = True) -
     return Step("users", script(*lines))
 
 
-def authorized_keys_steps(cfg: CommonConfig, guest: GuestSpec) -> list[Step]:
+def authorized_keys_steps(cfg: CommonConfig, guest: Guest) -> list[Step]:
     keys = authorized_keys(cfg)
     steps = [file_step("authorized-keys-root", "/root/.ssh/authorized_keys", keys, mode="0600")]
     if guest.ssh_user != "root":
@@ -310,7 +324,7 @@ def sshd_step() -> Step:
     )
 
 
-def firewall_step(guest: GuestSpec) -> Step:
+def firewall_step(guest: Guest) -> Step:
     rules = "# Managed by smoker-infra: the complete UFW rule set\n" + "".join(
         f"{rule}\n" for rule in ufw_rules(guest)
     )
@@ -338,9 +352,21 @@ def fail2ban_step(settings: BaselineSettings) -> Step:
     )
 
 
-def docker_engine_step(settings: BaselineSettings) -> Step:
-    """Docker Engine and the compose plugin at the pinned versions, from Docker's apt repository."""
+def docker_repository(guest: Guest) -> tuple[str, str]:
+    """Docker's apt repository for a guest: (URL, architecture). A Proxmox guest takes both from
+    itself (its os-release `ID`, dpkg's architecture); an existing machine's follow its `arch`
+    (`machine_check_step` proved the machine is that)."""
+    if not isinstance(guest, HostSpec):
+        return f"{DOCKER_DOWNLOADS}/$ID", "$(dpkg --print-architecture)"
+    distribution, arch = DOCKER_REPOSITORIES[guest.arch]
+    return f"{DOCKER_DOWNLOADS}/{distribution}", arch
+
+
+def docker_engine_step(settings: BaselineSettings, guest: Guest) -> Step:
+    """Docker Engine and the compose plugin at the pinned versions, from Docker's apt repository
+    (an existing machine: the repository of its architecture)."""
     docker = settings.docker
+    base, arch = docker_repository(guest)
     return Step(
         "docker-engine",
         script(
@@ -356,9 +382,9 @@ def docker_engine_step(settings: BaselineSettings) -> Step:
             "# shellcheck disable=SC1091 # the guest's own os-release\n. /etc/os-release",
             "install -d -m 0755 /etc/apt/keyrings",
             "[ -s /etc/apt/keyrings/docker.asc ] || "
-            'curl -fsSL --retry 3 "https://download.docker.com/linux/$ID/gpg" -o /etc/apt/keyrings/docker.asc',
-            'echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] '
-            'https://download.docker.com/linux/$ID $VERSION_CODENAME stable" '
+            f'curl -fsSL --retry 3 "{base}/gpg" -o /etc/apt/keyrings/docker.asc',
+            f'echo "deb [arch={arch} signed-by=/etc/apt/keyrings/docker.asc] '
+            f'{base} $VERSION_CODENAME stable" '
             "> /etc/apt/sources.list.d/docker.list",
             *APT_PROLOGUE,
             f"{APT_GET} update -q",
@@ -377,21 +403,27 @@ def docker_engine_step(settings: BaselineSettings) -> Step:
     )
 
 
-def docker_config_step(settings: BaselineSettings) -> Step:
-    """crun (checksum-verified) and daemon.json; dockerd restarts only when either changed."""
+def docker_config_step(settings: BaselineSettings, use_crun: bool = True) -> Step:
+    """crun (checksum-verified) and daemon.json; dockerd restarts only when either changed.
+    Without `use_crun` (an existing machine: the pinned crun is an amd64 build) daemon.json only,
+    and Docker keeps its own runc."""
     crun = settings.docker.crun
-    content = daemon_json(settings)
+    content = daemon_json(settings, use_crun)
+    install_crun = [
+        "changed=0",
+        f'if [ "$(sha256sum {CRUN_PATH} 2>/dev/null | cut -d" " -f1)" != {crun.sha256} ]; then',
+        *(f"  {line}" for line in verified_download("crun", crun.url, crun.sha256)),
+        f'  install -m 0755 -o root -g root "$download" {CRUN_PATH}',
+        '  rm -f "$download"',
+        f'  changed=1; echo "changed {CRUN_PATH} {crun.version}"',
+        "fi",
+        f"{CRUN_PATH} --version >/dev/null",
+    ]
+    runtime = "crun" if use_crun else "runc"
     return Step(
         "docker-config",
         script(
-            "changed=0",
-            f'if [ "$(sha256sum {CRUN_PATH} 2>/dev/null | cut -d" " -f1)" != {crun.sha256} ]; then',
-            *(f"  {line}" for line in verified_download("crun", crun.url, crun.sha256)),
-            f'  install -m 0755 -o root -g root "$download" {CRUN_PATH}',
-            '  rm -f "$download"',
-            f'  changed=1; echo "changed {CRUN_PATH} {crun.version}"',
-            "fi",
-            f"{CRUN_PATH} --version >/dev/null",
+            *(install_crun if use_crun else ["changed=0"]),
             "install -d -m 0755 /etc/docker",
             "new=$(mktemp /etc/docker/.daemon.json.XXXXXX)",
             "trap 'rm -f \"$new\"' EXIT",
@@ -408,7 +440,7 @@ def docker_config_step(settings: BaselineSettings) -> Step:
             "else",
             "  systemctl is-active --quiet docker || systemctl enable --now docker",
             "fi",
-            "docker info --format '{{.DefaultRuntime}}' | grep -qx crun",
+            f"docker info --format '{{{{.DefaultRuntime}}}}' | grep -qx {runtime}",
         ),
         stdin=content,
         files={"/etc/docker/daemon.json": content},
@@ -458,12 +490,48 @@ def arm_emulation_step() -> Step:
     )
 
 
-def baseline_plan(cfg: CommonConfig, guest: GuestSpec) -> list[Step]:
-    """Every step that converges `guest` to the baseline, in order."""
+def machine_check_step(guest: HostSpec) -> Step:
+    """An existing machine is what its config says: its architecture, and the serial device the
+    device service is given (never dropped from the release when it is missing: it fails here)."""
+    key = f"guests.{guest.name}"
+    dev = guest.device.serial_device
+    fix_serial = (
+        "enable the UART (enable_uart=1 in /boot/firmware/config.txt) and reboot; "
+        "on a test machine, point serialDevice at a stand-in node (docs/application.md)"
+    )
+    _, arch = DOCKER_REPOSITORIES[guest.arch]
+    return Step(
+        "machine-check",
+        script(
+            f"dev={shlex.quote(dev)}",
+            "have=$(dpkg --print-architecture)",
+            f'if [ "$have" != {arch} ]; then',
+            f'  echo "{key}.arch = {guest.arch}, but the machine is $have. '
+            f"Fix: set {key}.arch to the machine's\" >&2; exit 1",
+            "fi",
+            'if [ ! -e "$dev" ]; then',
+            f'  echo "{key}.device.serialDevice = $dev does not exist. Fix: {fix_serial}" >&2',
+            "  exit 1",
+            "fi",
+            'if [ ! -c "$dev" ]; then',
+            f'  echo "{key}.device.serialDevice = $dev is not a character device. '
+            f'Fix: {fix_serial}" >&2',
+            "  exit 1",
+            "fi",
+            'echo "unchanged machine: $have, serial device $dev"',
+        ),
+    )
+
+
+def baseline_plan(cfg: CommonConfig, guest: Guest) -> list[Step]:
+    """Every step that converges `guest` to the baseline, in order (an existing machine: no
+    LXC or VM step, its own check first)."""
     settings = cfg.baseline
     app = cfg.environment in APP_ENVIRONMENTS  # the guest runs the services
     packages = BASE_PACKAGES + (DEVICE_PACKAGES if guest.kind == "vm" else ())
     steps: list[Step] = []
+    if isinstance(guest, HostSpec):
+        steps.append(machine_check_step(guest))
     if guest.kind == "lxc":
         steps.append(
             file_step(
@@ -478,11 +546,11 @@ def baseline_plan(cfg: CommonConfig, guest: GuestSpec) -> list[Step]:
         sshd_step(),
         firewall_step(guest),
         fail2ban_step(settings),
-        docker_engine_step(settings),
-        docker_config_step(settings),
+        docker_engine_step(settings, guest),
+        docker_config_step(settings, use_crun=not isinstance(guest, HostSpec)),
         logrotate_step(settings, app),
     ]
-    if guest.kind == "vm":
+    if not isinstance(guest, HostSpec) and guest.kind == "vm":
         if guest.swap_mb:
             steps.append(swapfile_step(guest.swap_mb))
         steps.append(arm_emulation_step())

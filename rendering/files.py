@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config import CommonConfig, GuestSpec, HostStackConfig, StackConfig
+from config import CommonConfig, Guest, GuestSpec, HostStackConfig, StackConfig
 from rendering import app, backup, proxmox_host, proxy
 from rendering.app import AppSecrets
 from rendering.baseline import baseline_plan
@@ -12,7 +12,7 @@ from rendering.runner import runner_guest_plan
 from rendering.tailscale import tailscale_plan
 
 
-def guest_plan(cfg: CommonConfig, guest: GuestSpec, auth_key: str = "") -> list[Step]:
+def guest_plan(cfg: CommonConfig, guest: Guest, auth_key: str = "") -> list[Step]:
     """The whole apply plan of a guest: baseline, then Tailscale."""
     return baseline_plan(cfg, guest) + tailscale_plan(guest, auth_key)
 
@@ -32,8 +32,9 @@ SYNTH_SECRETS = AppSecrets(
 )
 
 
-def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | None) -> list[Step]:
-    """Before the first release: secret files, backup tooling, MongoDB (cloud); arm/v7 (VM)."""
+def app_files_plan(cfg: StackConfig, guest: Guest, secrets: AppSecrets | None) -> list[Step]:
+    """Before the first release: secret files, backup tooling, MongoDB (cloud); arm/v7 (VM);
+    nothing on an existing machine."""
     if guest.kind != "lxc":
         return app.arm_check_plan(cfg, guest)
     assert secrets is not None, "a cloud guest needs its application secrets"
@@ -46,7 +47,7 @@ def app_files_plan(cfg: StackConfig, guest: GuestSpec, secrets: AppSecrets | Non
     )
 
 
-def app_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+def app_plan(cfg: StackConfig, guest: Guest) -> list[Step]:
     """The application steps as synth shows them (secret files listed, never rendered)."""
     return app_files_plan(cfg, guest, SYNTH_SECRETS)
 
@@ -63,7 +64,7 @@ def host_files(cfg: CommonConfig) -> dict[str, str]:
         steps = guest_plan(cfg, guest)
         if isinstance(cfg, StackConfig):
             steps += app_plan(cfg, guest)
-        elif isinstance(cfg, HostStackConfig):
+        elif isinstance(cfg, HostStackConfig) and isinstance(guest, GuestSpec):
             steps += runner_guest_plan(cfg, guest, SYNTH_RUNNER_TOKEN)
         for number, step in enumerate(steps, start=1):
             files[f"{guest.name}/steps/{number:02d}-{step.name}.sh"] = step.script

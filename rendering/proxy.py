@@ -11,7 +11,7 @@ old release's containers must first give up the ports.
 from __future__ import annotations
 
 import layout
-from config import GuestSpec, StackConfig
+from config import Guest, StackConfig
 from rendering.app import PROXY_ROUTES, project_name
 from rendering.plan import Step, file_step
 
@@ -25,7 +25,7 @@ def proxy_compose_path(cfg: StackConfig) -> str:
     return f"{layout.proxy_dir(cfg.baseline.app_dir)}/{layout.COMPOSE_FILE}"
 
 
-def proxy_compose(cfg: StackConfig, guest: GuestSpec) -> str:
+def proxy_compose(cfg: StackConfig, guest: Guest) -> str:
     project = project_name(cfg, guest)
     ports = [f"127.0.0.1:{port}:{port}" for port in (*PROXY_ROUTES, layout.PROXY_STATUS_PORT)]
     conf = f"{layout.PROXY_MOUNT}/{layout.PROXY_CONF}"
@@ -110,7 +110,7 @@ http {{
 """
 
 
-def proxy_plan(cfg: StackConfig, guest: GuestSpec) -> list[Step]:
+def proxy_plan(cfg: StackConfig, guest: Guest) -> list[Step]:
     """The proxy's files (the engine starts it and owns upstreams.conf)."""
     if guest.kind != "lxc":
         return []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from config import GuestSpec, TailscaleSettings
+from config import Guest, TailscaleSettings
 from rendering.plan import APT_GET, APT_PROLOGUE, Step, script
 
 AUTH_KEY_DIR = "/run/smart-smoker"
@@ -135,7 +135,7 @@ def serve_step(ts: TailscaleSettings) -> Step:
     )
 
 
-def tailscale_plan(guest: GuestSpec, auth_key: str) -> list[Step]:
+def tailscale_plan(guest: Guest, auth_key: str) -> list[Step]:
     ts = guest.tailscale
     if ts is None:
         return []

@@ -8,18 +8,57 @@ import pulumi_command as command
 from components.app_stack import AppStack, AppStackArgs
 from components.cloud_guest import CloudGuest
 from components.device_guest import DeviceGuest
+from components.existing_host import ExistingHost
 from components.github_runner import GithubRunner, GithubRunnerArgs
 from components.guest_baseline import GuestBaseline, GuestBaselineArgs
-from components.guest_common import GuestArgs
+from components.guest_common import GuestArgs, HostArgs
 from components.images import docker_provider
 from components.proxmox_host import SHARED_OUTPUT, ProxmoxHost, ProxmoxHostArgs
 from components.tailnet_keys import key_minter
 from components.tailscale_node import TailscaleNode, TailscaleNodeArgs
 from components.vzdump import VzdumpJob, VzdumpJobArgs
-from config import CommonConfig, ConfigError, HostStackConfig, StackConfig, parse_config
+from config import (
+    CommonConfig,
+    ConfigError,
+    Guest,
+    HostSpec,
+    HostStackConfig,
+    StackConfig,
+    parse_config,
+)
+
+AnyGuest = CloudGuest | DeviceGuest | ExistingHost
 
 
-def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
+def _guest(
+    cfg: CommonConfig, spec: Guest, host: ProxmoxHost, opts: pulumi.ResourceOptions
+) -> AnyGuest:
+    """The guest's component: a Proxmox guest (LXC or VM), or an existing machine (no Proxmox
+    resource, only its readiness gate)."""
+    if isinstance(spec, HostSpec):
+        return ExistingHost(
+            spec.name,
+            HostArgs(
+                spec=spec,
+                private_key=cfg.secrets.guest_ssh_private_key,
+                readiness_timeout_seconds=cfg.readiness_timeout_seconds,
+            ),
+            opts,
+        )
+    args = GuestArgs(
+        spec=spec,
+        proxmox=cfg.proxmox,
+        network=cfg.network,
+        host=host,
+        authorized_keys=cfg.ssh_authorized_keys,
+        private_key=cfg.secrets.guest_ssh_private_key,
+        readiness_timeout_seconds=cfg.readiness_timeout_seconds,
+    )
+    guest_class = CloudGuest if spec.kind == "lxc" else DeviceGuest
+    return guest_class(spec.name, args, opts)
+
+
+def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
     """Declare every resource of the stack; returns the guests by name."""
     # Explicit providers only: the project disables every default provider.
     command_provider = command.Provider("command")
@@ -36,24 +75,14 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
             secrets=cfg.secrets,
             host_shared=cfg.host_shared if isinstance(cfg, HostStackConfig) else None,
             host_stack=cfg.host_stack if isinstance(cfg, StackConfig) else None,
-            guest_vmids={g.name: g.vmid for g in cfg.guests},
+            guest_vmids={g.name: g.vmid for g in cfg.proxmox_guests},
         ),
         opts,
     )
-    guests: dict[str, CloudGuest | DeviceGuest] = {}
+    guests: dict[str, AnyGuest] = {}
     exports: dict[str, dict[str, object]] = {}
     for spec in cfg.guests:
-        args = GuestArgs(
-            spec=spec,
-            proxmox=cfg.proxmox,
-            network=cfg.network,
-            host=host,
-            authorized_keys=cfg.ssh_authorized_keys,
-            private_key=cfg.secrets.guest_ssh_private_key,
-            readiness_timeout_seconds=cfg.readiness_timeout_seconds,
-        )
-        guest_class = CloudGuest if spec.kind == "lxc" else DeviceGuest
-        guest = guest_class(spec.name, args, opts)
+        guest = _guest(cfg, spec, host, opts)
         guests[spec.name] = guest
         exports[spec.name] = dict(guest.outputs)
         baseline = GuestBaseline(
@@ -78,7 +107,7 @@ def build(cfg: CommonConfig) -> dict[str, CloudGuest | DeviceGuest]:
             configured = tailscale.done
             exports[spec.name]["tailscaleUrls"] = tailscale.urls
         if isinstance(cfg, HostStackConfig):
-            assert host.node_ca is not None
+            assert host.node_ca is not None and not isinstance(spec, HostSpec)  # (config.loader)
             runner = cfg.runner
             GithubRunner(
                 f"{spec.name}-runner",

@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from policy.smoker_policies import LXC, VZDUMP, Resource
 
 Stack = list[Resource]
@@ -118,6 +120,18 @@ def proxy_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     return replace(s["dev"], step, props={"stdin": text})
 
 
+def smoker_mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
+    """The physical smoker's UI may sit on the LAN (a device), MongoDB never: the device
+    exemption of an existing machine (no Proxmox resource, its project) stops at MongoDB."""
+    release = find(s["prod"], "smoker-release")
+    compose = yaml.safe_load(release.props["compose"])
+    compose["services"]["mongo"] = {
+        "image": "mongo:7.0@sha256:" + "0" * 64,
+        "ports": ["27017:27017"],
+    }
+    return replace(s["prod"], release, props={"compose": yaml.safe_dump(compose)})
+
+
 def release_by_tag(s: dict[str, Stack]) -> Stack:
     """The digest dropped from prod's backend: the approved preview would not be what deploys."""
     release = find(s["prod"], "prod-cloud-release")
@@ -174,6 +188,7 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     (match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
     (mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
     (release_mongo_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
+    (smoker_mongo_on_all_interfaces, "loopback-ports", "smoker-release", "127.0.0.1:"),
     (proxy_on_all_interfaces, "loopback-ports", "dev-cloud-proxy-compose", "127.0.0.1:"),
     (release_by_tag, "release-images-pinned", "prod-cloud-release", "pin it to the registry"),
     (device_image_by_tag, "release-images-pinned", "virtual-smoker-device-release", "digest"),

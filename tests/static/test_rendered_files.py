@@ -45,6 +45,7 @@ def test_every_guest_and_the_node_have_files() -> None:
         "dev/dev-cloud",
         "dev/virtual-smoker-device",
         "prod/prod-cloud",
+        "prod/smoker",
     ):
         assert f"{guest}/files/etc/ssh/sshd_config" in FILES
         assert any(p.startswith(f"{guest}/steps/") for p in FILES)
@@ -107,7 +108,11 @@ def test_logrotate_config_parses(path: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", by_suffix("/daemon.json"))
 def test_daemon_json_parses(path: str) -> None:
-    assert json.loads(FILES[path])["default-runtime"] == "crun"
+    config = json.loads(FILES[path])
+    if path.startswith("prod/smoker/"):  # the physical smoker keeps Docker's runc (no crun)
+        assert "default-runtime" not in config and "runtimes" not in config
+    else:
+        assert config["default-runtime"] == "crun"
 
 
 @pytest.mark.parametrize("path", by_suffix(".service", ".timer"))
@@ -168,10 +173,54 @@ def test_compose_projects_pass_docker_compose_config(path: str, tmp_path: Path) 
     project = yaml.safe_load(FILES[path])
     for service in project["services"].values():
         for port in service.get("ports", []):
-            if project["name"] != "smart-smoker-device":
+            if project["name"] not in ("smart-smoker-device", "smoker-device"):  # the devices
                 assert port.startswith("127.0.0.1:"), f"{port} is not loopback-only"
         if not project["name"].endswith("-proxy"):  # the engine asks the proxy itself
             assert service["healthcheck"]["interval"] == "30s"
+
+
+# The physical smoker's other shapes: arm64, a stand-in serial node, the kiosk enabled.
+KIOSK = "benjr70/smart-smoker-electron-shell:v1.0.0@sha256:" + "ab" * 32
+
+
+def _host_variant(arch: str) -> str:
+    from rendering.app import compose_file
+    from tests.configs import set_path
+
+    raw = set_path(stack_raw("prod"), "guests.smoker.arch", arch)
+    raw = set_path(
+        raw,
+        "guests.smoker.device",
+        {
+            "serialDevice": "/dev/smoker-test-serial",
+            "kiosk": {"enabled": True, "image": KIOSK},
+        },
+    )
+    cfg = parse(raw, "prod")
+    return compose_file(cfg, cfg.guest("smoker"))
+
+
+@pytest.mark.parametrize("arch", ["armhf", "arm64"])
+def test_the_smokers_compose_with_the_kiosk_passes_docker_compose_config(
+    arch: str, tmp_path: Path
+) -> None:
+    text = _host_variant(arch)
+    compose = tmp_path / "compose.yaml"
+    compose.write_text(text)
+    result = run([tool("docker-compose"), "-f", str(compose), "config", "-q"])
+    assert result.returncode == 0, result.stderr
+    project = yaml.safe_load(text)
+    services = project["services"]
+    assert project["name"] == "smoker-device" and list(services) == [
+        "device-service",
+        "smoker-ui",
+        "electron_shell",
+    ]
+    platform = {"armhf": "linux/arm/v7", "arm64": "linux/arm64"}[arch]
+    assert {s["platform"] for s in services.values()} == {platform}
+    assert services["device-service"]["devices"] == ["/dev/smoker-test-serial:/dev/ttyS0"]
+    assert services["electron_shell"]["image"] == KIOSK
+    assert services["electron_shell"]["healthcheck"]["start_period"] == "60s"
 
 
 # Every character the config accepts in an env-file secret (printable ASCII but $ " ' ` \ #,

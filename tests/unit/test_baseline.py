@@ -108,6 +108,74 @@ def test_device_guest_extras() -> None:
     assert "usermod -aG sshd-users smoker" in users.script
 
 
+def test_the_physical_smoker_gets_the_baseline_without_lxc_or_vm_steps() -> None:
+    smoker = PROD.guest("smoker")
+    steps = guest_plan(PROD, smoker)
+    names = [s.name for s in steps]
+    assert names[0] == "machine-check"  # before anything changes on the machine
+    for name in ("packages", "users", "authorized-keys-smoker", "sshd-config", "firewall"):
+        assert name in names
+    for name in ("fail2ban", "docker-engine", "docker-config", "logrotate", "tailscale-up"):
+        assert name in names
+    assert not {"apt-sandbox", "swapfile", "arm-emulation", "arm-check"} & set(names)
+    script = "\n".join(s.script for s in steps)
+    assert "qemu-user-static" not in script and baseline.CRUN_PATH not in script
+    assert all(s.locked for s in steps if not s.name.startswith("tailscale"))
+    assert baseline.ufw_rules(smoker)[-2:] == ["allow 3003/tcp", "allow 8080/tcp"]
+    assert "default-runtime" not in json.loads(baseline.daemon_json(PROD.baseline, crun=False))
+
+
+@pytest.mark.parametrize(
+    ("arch", "repository"),
+    [
+        ("armhf", "https://download.docker.com/linux/raspbian"),
+        ("arm64", "https://download.docker.com/linux/debian"),
+    ],
+)
+def test_the_smokers_docker_repository_follows_its_arch(arch: str, repository: str) -> None:
+    from tests.configs import evolve
+
+    smoker = evolve(PROD.guest("smoker"), arch=arch)
+    step = baseline.docker_engine_step(PROD.baseline, smoker).script
+    assert f'"{repository}/gpg"' in step
+    assert f"deb [arch={arch} signed-by=/etc/apt/keyrings/docker.asc] {repository} " in step
+    assert "/linux/$ID" not in step  # set by arch, not by os-release
+    check = baseline.machine_check_step(smoker).script
+    assert f'"$have" != {arch} ]' in check and "guests.smoker.arch" in check
+    # a Proxmox guest keeps its own os-release and dpkg architecture
+    cloud = baseline.docker_engine_step(PROD.baseline, PROD.guest("prod-cloud")).script
+    assert "https://download.docker.com/linux/$ID $VERSION_CODENAME" in cloud
+
+
+def test_the_serial_device_check_names_the_key_and_the_fix(tmp_path: object) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from tests.configs import evolve
+
+    smoker = PROD.guest("smoker")
+    missing = evolve(smoker, device=evolve(smoker.device, serial_device=f"{tmp_path}/ttyNOPE"))
+    regular = Path(f"{tmp_path}/not-a-tty")
+    regular.write_text("")
+    plain = evolve(smoker, device=evolve(smoker.device, serial_device=str(regular)))
+    char = evolve(smoker, device=evolve(smoker.device, serial_device="/dev/null"))
+    for guest, error in ((missing, "does not exist"), (plain, "is not a character device")):
+        script = baseline.machine_check_step(guest).script
+        script = script.replace("have=$(dpkg --print-architecture)", "have=armhf")
+        run = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+        assert run.returncode == 1, run
+        assert f"guests.smoker.device.serialDevice = {guest.device.serial_device} {error}" in (
+            run.stderr
+        )
+        assert "enable_uart=1 in /boot/firmware/config.txt" in run.stderr
+        assert "stand-in node" in run.stderr
+    ok = baseline.machine_check_step(char).script.replace(
+        "have=$(dpkg --print-architecture)", "have=armhf"
+    )
+    run = subprocess.run(["sh", "-c", ok], capture_output=True, text=True)
+    assert run.returncode == 0 and "serial device /dev/null" in run.stdout, run
+
+
 def test_tailscale_flags_converge_identity() -> None:
     from rendering.tailscale import up_flags, wanted_serve
 

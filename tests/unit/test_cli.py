@@ -109,3 +109,18 @@ def test_restore_runs_the_drill_and_refuses_a_guest_with_data(
     assert code == 1 and "already holds 42 documents" in err and "restore --force" in err
     code, out, _ = run(key_file, "restore", "--force", "--snapshot", max(fake.offsite))
     assert code == 0 and "replaced: 42" in out
+
+
+def test_the_physical_smoker_is_reached_with_its_configured_key_and_project(
+    key_file: Path,
+) -> None:
+    """A kind: host guest: its tailnet name, its own user, the pinned key, project smoker-device,
+    updated in place with no backup (no MongoDB on the device)."""
+    args = cli.parser().parse_args(
+        ["--stack", "prod", "--guest", "smoker", "--ssh-key", str(key_file), "status"]
+    )
+    site = cli.guest_site(args)
+    assert (site.target.host, site.target.user) == ("smoker", "smoker")
+    assert site.target.host_key.startswith("ssh-ed25519 ")
+    assert site.site.project == "smoker-device" and not site.site.proxied
+    assert site.policy.backup is False

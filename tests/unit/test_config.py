@@ -357,17 +357,120 @@ HOST_BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
 ]
 DEV_APP = json.loads(DEV[0]["smoker-infra:app"])
 
+# kind: host, the physical smoker of the prod stack (guests.smoker)
+SMOKER = "guests.smoker"
+SMOKER_BODY = json.loads(PROD[0]["smoker-infra:guests"])["smoker"]
+PIN = "repo:tag@sha256:<digest> (or at least repo:tag)"
+
+
+def smoker_on(stack_guest: str) -> Callable[[Raw], Raw]:
+    """Declare the physical smoker's body as `stack_guest` (a guest of another stack)."""
+    return at(stack_guest, SMOKER_BODY)
+
+
+PROD_BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
+    *(
+        (
+            f"host-kind-refuses-{key}",
+            at(f"{SMOKER}.{key}", value),
+            f"{SMOKER}.{key}",
+            "is not a setting of a kind: host guest",
+        )
+        for key, value in (
+            ("vmid", 107),
+            ("ipv4", "10.20.0.50/24"),
+            ("cores", 4),
+            ("memoryMb", 1024),
+            ("swapMb", 100),
+            ("diskGb", 16),
+            ("features", {"nesting": True}),
+            ("machine", "q35"),
+            ("bios", "ovmf"),
+            ("firewall", True),
+            ("startOnBoot", True),
+            ("protect", True),
+        )
+    ),
+    (
+        "host-key-missing",
+        at(f"{SMOKER}.sshHostKey", None),
+        f"{SMOKER}.sshHostKey",
+        "ssh-keyscan -t ed25519",
+    ),
+    (
+        "host-key-bad",
+        at(f"{SMOKER}.sshHostKey", "ssh-ed25519 AAAA"),
+        f"{SMOKER}.sshHostKey",
+        "host key",
+    ),
+    ("host-ssh-host-missing", at(f"{SMOKER}.sshHost", None), f"{SMOKER}.sshHost", "tailnet name"),
+    ("host-user-bad", at(f"{SMOKER}.user", "Smoker!"), f"{SMOKER}.user", "Linux user name"),
+    ("host-arch-unknown", at(f"{SMOKER}.arch", "amd64"), f"{SMOKER}.arch", "'armhf' or 'arm64'"),
+    ("host-hostname-missing", at(f"{SMOKER}.hostname", None), f"{SMOKER}.hostname", "required"),
+    ("host-typo-key", at(f"{SMOKER}.sshHots", "smoker"), f"{SMOKER}.sshHots", "sshHost"),
+    (
+        "host-hostname-duplicate",
+        at(f"{SMOKER}.hostname", "smart-smoker-cloud-prod"),
+        "hostname",
+        "same hostname",
+    ),
+    (
+        "host-tailscale-hostname-duplicate",
+        at(f"{SMOKER}.tailscale.hostname", "smokecloud"),
+        "tailscale.hostname",
+        "same Tailscale hostname",
+    ),
+    (
+        "serial-device-relative",
+        at(f"{SMOKER}.device.serialDevice", "ttyS0"),
+        f"{SMOKER}.device.serialDevice",
+        "absolute /dev path",
+    ),
+    (
+        "serial-device-outside-dev",
+        at(f"{SMOKER}.device.serialDevice", "/tmp/ttyS0"),
+        f"{SMOKER}.device.serialDevice",
+        "/dev/ttyS0",
+    ),
+    (
+        "serial-device-escapes-dev",
+        at(f"{SMOKER}.device.serialDevice", "/dev/../etc/passwd"),
+        f"{SMOKER}.device.serialDevice",
+        "absolute /dev path",
+    ),
+    (
+        "kiosk-without-image",
+        at(f"{SMOKER}.device.kiosk", {"enabled": True}),
+        f"{SMOKER}.device.kiosk.image",
+        PIN,
+    ),
+    (
+        "kiosk-image-unpinned",
+        at(f"{SMOKER}.device.kiosk", {"enabled": True, "image": "benjr70/electron-shell"}),
+        f"{SMOKER}.device.kiosk.image",
+        "pinned by a tag or a digest",
+    ),
+    (
+        "kiosk-typo",
+        at(f"{SMOKER}.device.kiosk", {"enable": True}),
+        f"{SMOKER}.device.kiosk.enable",
+        "enabled",
+    ),
+]
+HOST_BAD_INPUTS.append(("host-guest-kind-host", smoker_on(RUNNER), f"{RUNNER}.kind", "runner LXCs"))
+
 
 @pytest.mark.parametrize(
     ("stack", "mutate", "key", "text"),
     [pytest.param("dev", m, k, t, id=i) for i, m, k, t in BAD_INPUTS]
-    + [pytest.param("host", m, k, t, id=f"host-{i}") for i, m, k, t in HOST_BAD_INPUTS],
+    + [pytest.param("host", m, k, t, id=f"host-{i}") for i, m, k, t in HOST_BAD_INPUTS]
+    + [pytest.param("prod", m, k, t, id=f"prod-{i}") for i, m, k, t in PROD_BAD_INPUTS],
 )
 def test_bad_input_is_reported_with_key_value_and_fix(
     stack: str, mutate: Callable[[Raw], Raw], key: str, text: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(*mutate(HOST if stack == "host" else DEV), stack)
+        parse_config(*mutate({"host": HOST, "prod": PROD}.get(stack, DEV)), stack)
     problems = [p for p in caught.value.problems if key in p.key]
     assert problems, f"no problem names {key}: {caught.value}"
     assert any(text in str(p) for p in problems), str(caught.value)
@@ -398,11 +501,47 @@ def test_prod_guests_cannot_be_unprotected() -> None:
 
 def test_the_three_stack_files_are_valid() -> None:
     host, dev, prod = parse_host(HOST), parse(DEV, "dev"), parse(PROD, "prod")
-    assert [g.vmid for g in host.guests] == [105]
-    assert [g.vmid for g in dev.guests] == [104, 9001]
-    assert [g.vmid for g in prod.guests] == [106]
+    assert [g.vmid for g in host.proxmox_guests] == [105]
+    assert [g.vmid for g in dev.proxmox_guests] == [104, 9001]
+    assert [g.vmid for g in prod.proxmox_guests] == [106]
+    assert [g.name for g in prod.hosts] == ["smoker"]  # the physical smoker: no VMID
     # dev and prod read the host stack (organization/smoker-infra/host) by default
     assert dev.host_stack.name == prod.host_stack.name == "organization/smoker-infra/host"
+
+
+def test_a_host_guests_problems_are_reported_at_once() -> None:
+    raw = at(f"{SMOKER}.vmid", 107)(PROD)
+    raw = at(f"{SMOKER}.sshHostKey", None)(raw)
+    raw = at(f"{SMOKER}.device.serialDevice", "ttyS0")(raw)
+    with pytest.raises(ConfigError) as caught:
+        parse(raw, "prod")
+    keys = {p.key for p in caught.value.problems}
+    assert {f"{SMOKER}.vmid", f"{SMOKER}.sshHostKey", f"{SMOKER}.device.serialDevice"} <= keys
+
+
+def test_the_physical_smoker_is_a_host_guest_with_defaults() -> None:
+    body = {
+        k: v for k, v in SMOKER_BODY.items() if k in ("kind", "sshHost", "sshHostKey", "hostname")
+    }
+    cfg = parse(at(SMOKER, body)(PROD), "prod")
+    smoker = cfg.guest("smoker")
+    assert smoker.kind == "host" and smoker.ssh_user == "smoker" and smoker.arch == "armhf"
+    assert smoker.platform == "linux/arm/v7" and smoker.ssh_host == "smoker"
+    assert smoker.device.serial_device == "/dev/ttyS0" and not smoker.device.kiosk.enabled
+    assert [g.name for g in cfg.proxmox_guests] == ["prod-cloud"]
+    arm64 = parse(at(f"{SMOKER}.arch", "arm64")(PROD), "prod").guest("smoker")
+    assert arm64.platform == "linux/arm64"  # type: ignore[union-attr]
+    pinned = "benjr70/smart-smoker-electron-shell:v1.0.0@sha256:" + "0" * 64
+    for image in ("benjr70/smart-smoker-electron-shell:v1", pinned):
+        kiosk = {"enabled": True, "image": image}
+        guest = parse(at(f"{SMOKER}.device.kiosk", kiosk)(PROD), "prod").guest("smoker")
+        assert guest.device.kiosk.image == image  # type: ignore[union-attr]
+
+
+def test_a_host_guest_may_sit_in_dev_next_to_the_device_vm() -> None:
+    cfg = parse(smoker_on("guests.smoker")(DEV), "dev")
+    assert [g.name for g in cfg.hosts] == ["smoker"]
+    assert [g.vmid for g in cfg.proxmox_guests] == [104, 9001]
 
 
 def test_secret_never_prints() -> None:

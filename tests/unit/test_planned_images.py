@@ -50,6 +50,10 @@ def test_every_release_image_is_its_tag_pinned_to_the_registrys_digest(
             "backend": "benjr70/smart-smoker-backend:v1.0.0",
             "frontend": "benjr70/smart-smoker-frontend:v1.0.0",
         },
+        "smoker-release": {  # the physical smoker (kind: host)
+            "deviceService": "benjr70/smart-smoker-device-service:v1.0.0",
+            "smokerUi": "benjr70/smart-smoker-smoker:v1.0.0",
+        },
     }
     found = {**releases(dev), **releases(prod)}
     assert set(found) == set(expected)

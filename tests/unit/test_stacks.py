@@ -329,3 +329,105 @@ def test_verify_from_outside_adds_the_tailscale_urls_to_the_checks() -> None:
         {"url": "https://smokecloud.tail74646.ts.net:443/"},
         {"url": "https://smokecloud.tail74646.ts.net:8443/api/health", "json": {"status": "ok"}},
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The physical smoker (prod guest `smoker`, kind: host): an existing machine, no Proxmox resource
+
+HOST = "smoker:host:ExistingHost"
+
+
+def test_the_physical_smoker_declares_no_proxmox_resource(prod: Synthesis) -> None:
+    smoker = prod.one(HOST, "smoker")
+    assert smoker.parent and smoker.parent.endswith("pulumi:pulumi:Stack::smoker-infra-prod")
+    mine = [r for r in prod.resources if r.name == "smoker" or r.name.startswith("smoker-")]
+    assert mine and not [r for r in mine if r.type.startswith("proxmoxve:")]
+    # not in the Proxmox backup job
+    assert prod.one("proxmoxve:backup/job:Job", "vzdump-prod").inputs["vmids"] == ["106"]
+    ready = prod.one(COMMAND, "smoker-ready")
+    assert ready.parent and ready.parent.endswith(f"{HOST}::smoker")
+    assert ready.depends_on == []  # nothing to wait for but the machine's own SSH
+    assert "systemctl is-system-running --wait" in ready.inputs["create"]
+    assert prod.outputs["guests"]["smoker"] == {
+        "kind": "host",
+        "hostname": "smoker",
+        "sshHost": "smoker",
+        "arch": "armhf",
+        "tailscaleUrls": {},
+        "release": None,
+        "digests": None,
+    }
+
+
+def test_the_physical_smokers_baseline_has_no_lxc_or_vm_step(prod: Synthesis) -> None:
+    from rendering.files import guest_plan
+
+    steps = guest_plan(prod.config, prod.config.guest("smoker"))
+    names = [s.name for s in steps]
+    assert names[0] == "machine-check"
+    assert not {"apt-sandbox", "swapfile", "arm-emulation", "arm-check"} & set(names)
+    commands = {r.name for r in prod.by_type(COMMAND) if r.name.startswith("smoker-")}
+    assert commands == {"smoker-ready", *(f"smoker-{n}" for n in names)}
+    ready = prod.one(COMMAND, "smoker-ready")
+    previous = ready.urn
+    for step in steps:
+        command = prod.one(COMMAND, f"smoker-{step.name}")
+        assert previous in command.depends_on, step.name
+        # the SSH user is the machine's own: every step runs through sudo
+        assert command.inputs["create"].startswith("sudo -n sh -c "), step.name
+        previous = command.urn
+    check = prod.one(COMMAND, "smoker-machine-check").inputs["create"]
+    assert "guests.smoker.device.serialDevice" in check and "enable_uart=1" in check
+    engine = prod.one(COMMAND, "smoker-docker-engine").inputs["create"]
+    assert "https://download.docker.com/linux/raspbian" in engine
+    assert "/usr/local/bin/crun" not in prod.one(COMMAND, "smoker-docker-config").inputs["create"]
+
+
+def test_the_physical_smokers_release_is_the_device_compose_with_its_serial_device(
+    prod: Synthesis,
+) -> None:
+    import yaml
+
+    release = prod.one(RELEASE, "smoker-release")
+    inputs = release.inputs
+    assert (inputs["host"], inputs["sshUser"], inputs["sshPort"]) == ("smoker", "smoker", 22)
+    key = prod.config.guest("smoker").ssh_host_key
+    assert inputs["hostKey"] == key  # the configured key, never one recorded on first use
+    assert inputs["project"] == "smoker-device" and inputs["backup"] is False
+    assert inputs["routes"] == [] and inputs["envFiles"] == SECRET_MARKER
+    assert [c["url"] for c in inputs["checks"]["http"]] == [
+        "http://127.0.0.1:3003/api/health",
+        "http://127.0.0.1:8080/",
+    ]
+    compose = yaml.safe_load(inputs["compose"])
+    assert compose["name"] == "smoker-device"
+    service = compose["services"]["device-service"]
+    assert service["devices"] == ["/dev/ttyS0:/dev/ttyS0"]
+    assert service["network_mode"] == "host" and service["platform"] == "linux/arm/v7"
+    assert service["environment"] == {"NODE_ENV": "production"}
+    assert "node -e" in service["healthcheck"]["test"][1]  # the image has no curl
+    assert list(compose["services"]) == ["device-service", "smoker-ui"]  # kiosk off
+    assert all("@sha256:" in s["image"] for s in compose["services"].values())
+    # no MongoDB, no backups, no secret files on the device
+    assert not [r for r in prod.by_type(MONGO_USERS) if r.name.startswith("smoker")]
+    app = prod.one("smoker:app:AppStack", "smoker-app")
+    assert app.parent and app.parent.endswith("pulumi:pulumi:Stack::smoker-infra-prod")
+    last = prod.one(COMMAND, "smoker-tailscale-serve")
+    assert last.urn in release.depends_on  # after the baseline and Tailscale
+
+
+def test_the_kiosk_runs_only_when_enabled_pinned_like_every_image() -> None:
+    import yaml
+
+    from tests.configs import set_path, stack_raw
+    from tools.registry import stand_in_digest
+
+    image = "benjr70/smart-smoker-electron-shell:v1.0.0"
+    raw = set_path(
+        stack_raw("prod"), "guests.smoker.device.kiosk", {"enabled": True, "image": image}
+    )
+    release = synthesize("prod", *raw).one(RELEASE, "smoker-release").inputs
+    assert release["images"]["kiosk"] == f"{image}@{stand_in_digest(image)}"
+    kiosk = yaml.safe_load(release["compose"])["services"]["electron_shell"]
+    assert kiosk["image"] == release["images"]["kiosk"] and kiosk["platform"] == "linux/arm/v7"
+    assert kiosk["healthcheck"]["start_period"] == "60s"
