@@ -41,7 +41,7 @@ from pulumi.dynamic import (
 )
 
 import layout
-from config import GuestSpec, Secret
+from config import Guest, GuestSpec, Secret
 from deploy.desired import content_hash_of, private_key_from_pem, public_pem, publish
 from deploy.release import Checks, ReleaseSpec
 from deploy.transport import SshTarget, Transport, TransportError, connect
@@ -267,7 +267,7 @@ def release_public_key(signing_key: Secret) -> str:
 
 def desired_release_inputs(
     stack: str,
-    device: GuestSpec,
+    device: Guest,
     release: Mapping[str, Any],
     *,
     signing_key: Secret,

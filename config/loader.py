@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Annotated, Any, cast
 
@@ -197,8 +197,11 @@ def parse_config(
         tailscale=any(g.tailscale for g in guests),
         cloud=not host and any(g.kind == "lxc" for g in guests),
         mint_tailscale_keys=tailnet_settings.mint_keys,
+        device_pulls=not host and any(g.kind == "host" for g in guests),
     )
     problems += check_required(secrets, required, stack)
+    if not host:
+        problems += _check_publisher(guests)
     if sections.get("app") is not None and sections["app"].registry_auth is not None:
         problems += check_required(secrets, ["registryPassword"], stack)
     cloud = not host and any(g.kind == "lxc" for g in guests)
@@ -253,6 +256,21 @@ def _misplaced(alias: str, section: Any, environment: str) -> Problem | None:
     if environment in allowed_in:
         return None
     return problem(alias, "{...}", f"is not a setting of the {environment} stack", fix)
+
+
+def _check_publisher(guests: Sequence[Guest]) -> Iterator[Problem]:
+    """A device that updates by pull (kind: host) reads its signed desired release from the
+    stack's cloud guest, which publishes it: the stack needs one."""
+    if any(g.kind == "lxc" for g in guests):
+        return
+    for device in (g for g in guests if g.kind == "host"):
+        yield problem(
+            f"guests.{device.name}",
+            "kind: host",
+            "updates by pull from the desired release the stack's cloud guest publishes, "
+            "and this stack has no cloud guest",
+            "add the stack's cloud guest (kind: lxc), or move the device to the stack that has it",
+        )
 
 
 def _missing_for_environment(environment: str, plain: Mapping[str, Any]) -> Iterator[Problem]:

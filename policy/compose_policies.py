@@ -14,6 +14,7 @@ from policy.model import (
     UNKNOWN,
     Finding,
     Resource,
+    is_published,
     is_release,
     items,
     writes,
@@ -71,7 +72,9 @@ def loopback_ports(resources: Sequence[Resource]) -> Iterator[Finding]:
             continue
         guest = _guest_of(r, guests)
         device = (guest is not None and "device" in items(guest.props.get("tags"))) or (
-            guest is None and is_release(r) and r.props.get("project") in DEVICE_PROJECTS
+            guest is None
+            and is_release(r)
+            and (r.props.get("project") in DEVICE_PROJECTS or is_published(r))
         )
         for name, service in services.items():
             if not isinstance(service, Mapping):

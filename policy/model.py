@@ -78,8 +78,14 @@ def is_dynamic(type_: str) -> bool:
 
 
 def is_release(r: Resource) -> bool:
-    """A safe-deploy Release (the dynamic resource that carries a Compose project)."""
-    return is_dynamic(r.type) and "compose" in r.props and "project" in r.props
+    """A safe-deploy Release (the dynamic resource that carries a Compose project), or a
+    device's DesiredRelease (the same project, published for the device to pull)."""
+    return is_dynamic(r.type) and "compose" in r.props and ("project" in r.props or is_published(r))
+
+
+def is_published(r: Resource) -> bool:
+    """A device's DesiredRelease: signed and published on a cloud guest (publisherHost)."""
+    return is_dynamic(r.type) and "compose" in r.props and "publisherHost" in r.props
 
 
 def items(value: Any) -> list[Any]:

@@ -7,6 +7,7 @@ import pulumi_command as command
 
 from components.app_stack import AppStack, AppStackArgs
 from components.cloud_guest import CloudGuest
+from components.device_app import DeviceApp, DeviceAppArgs, Publisher
 from components.device_guest import DeviceGuest
 from components.existing_host import ExistingHost
 from components.github_runner import GithubRunner, GithubRunnerArgs
@@ -81,7 +82,9 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
     )
     guests: dict[str, AnyGuest] = {}
     exports: dict[str, dict[str, object]] = {}
-    for spec in cfg.guests:
+    publisher: Publisher | None = None  # the cloud guest, which publishes a device's release
+    # devices (kind: host) last: their release is published on the cloud guest
+    for spec in sorted(cfg.guests, key=lambda g: isinstance(g, HostSpec)):
         guest = _guest(cfg, spec, host, opts)
         guests[spec.name] = guest
         exports[spec.name] = dict(guest.outputs)
@@ -120,6 +123,20 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
                 "version": runner.version,
                 "pulumiVersion": runner.pulumi.version,
             }
+        elif isinstance(spec, HostSpec):
+            # a device: its release is published on the cloud guest, built before it
+            assert isinstance(cfg, StackConfig) and docker_lookups is not None
+            assert publisher is not None, "checked by the config loader (_check_publisher)"
+            device = DeviceApp(
+                f"{spec.name}-app",
+                DeviceAppArgs(cfg, spec, guest.access, configured, publisher, docker_lookups),
+                opts,
+            )
+            exports[spec.name]["desiredRelease"] = {
+                "sequence": device.desired.sequence,
+                "delivery": device.desired.delivery,
+                "note": device.desired.note,
+            }
         elif isinstance(cfg, StackConfig):
             assert docker_lookups is not None
             app = AppStack(
@@ -129,6 +146,8 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
             )
             exports[spec.name]["release"] = app.release.releaseId
             exports[spec.name]["digests"] = app.release.digests
+            if spec.kind == "lxc" and publisher is None:
+                publisher = Publisher(spec, guest.access, configured)
 
     if isinstance(cfg, StackConfig):
         VzdumpJob(f"vzdump-{cfg.environment}", VzdumpJobArgs(cfg, host.provider), opts)

@@ -123,7 +123,7 @@ def proxy_on_all_interfaces(s: dict[str, Stack]) -> Stack:
 def smoker_mongo_on_all_interfaces(s: dict[str, Stack]) -> Stack:
     """The physical smoker's UI may sit on the LAN (a device), MongoDB never: the device
     exemption of an existing machine (no Proxmox resource, its project) stops at MongoDB."""
-    release = find(s["prod"], "smoker-release")
+    release = find(s["prod"], "smoker-desired-release")
     compose = yaml.safe_load(release.props["compose"])
     compose["services"]["mongo"] = {
         "image": "mongo:7.0@sha256:" + "0" * 64,
@@ -188,7 +188,7 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     (match_block_password, "sshd-no-passwords", "prod-cloud-sshd-config", "remove it"),
     (mongo_on_all_interfaces, "loopback-ports", "prod-cloud-mongo-bootstrap-file", "127.0.0.1:"),
     (release_mongo_on_all_interfaces, "loopback-ports", "dev-cloud-release", "127.0.0.1:"),
-    (smoker_mongo_on_all_interfaces, "loopback-ports", "smoker-release", "127.0.0.1:"),
+    (smoker_mongo_on_all_interfaces, "loopback-ports", "smoker-desired-release", "127.0.0.1:"),
     (proxy_on_all_interfaces, "loopback-ports", "dev-cloud-proxy-compose", "127.0.0.1:"),
     (release_by_tag, "release-images-pinned", "prod-cloud-release", "pin it to the registry"),
     (device_image_by_tag, "release-images-pinned", "virtual-smoker-device-release", "digest"),

@@ -226,6 +226,7 @@ def test_vm_steps_run_through_sudo_as_the_cloud_init_user(dev: Synthesis) -> Non
 
 MONGO_USERS = "pulumi-python:dynamic/app:MongoUsers"
 RELEASE = "pulumi-python:dynamic/app:Release"
+DESIRED_RELEASE = "pulumi-python:dynamic/device:DesiredRelease"
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -354,12 +355,13 @@ def test_the_physical_smoker_declares_no_proxmox_resource(prod: Synthesis) -> No
         "sshHost": "smoker",
         "arch": "armhf",
         "tailscaleUrls": {},
-        "release": None,
-        "digests": None,
+        "desiredRelease": {"sequence": None, "delivery": None, "note": None},
     }
 
 
 def test_the_physical_smokers_baseline_has_no_lxc_or_vm_step(prod: Synthesis) -> None:
+    from components.device_release import release_public_key
+    from rendering import agent
     from rendering.files import guest_plan
 
     steps = guest_plan(prod.config, prod.config.guest("smoker"))
@@ -367,7 +369,14 @@ def test_the_physical_smokers_baseline_has_no_lxc_or_vm_step(prod: Synthesis) ->
     assert names[0] == "machine-check"
     assert not {"apt-sandbox", "swapfile", "arm-emulation", "arm-check"} & set(names)
     commands = {r.name for r in prod.by_type(COMMAND) if r.name.startswith("smoker-")}
-    assert commands == {"smoker-ready", *(f"smoker-{n}" for n in names)}
+    # then the update agent's install plan (components.device_app), after the baseline
+    plan = agent.agent_plan(
+        agent.AgentSettings("prod", "smoker", "smoker-device", prod.config.baseline.app_dir),
+        release_public_key(prod.config.secrets.device_release_signing_key),
+    )
+    installed = {f"smoker-{s.name}" for s in plan}
+    assert commands - installed == {"smoker-ready", *(f"smoker-{n}" for n in names)}
+    assert installed <= commands
     ready = prod.one(COMMAND, "smoker-ready")
     previous = ready.urn
     for step in steps:
@@ -383,18 +392,24 @@ def test_the_physical_smokers_baseline_has_no_lxc_or_vm_step(prod: Synthesis) ->
     assert "/usr/local/bin/crun" not in prod.one(COMMAND, "smoker-docker-config").inputs["create"]
 
 
-def test_the_physical_smokers_release_is_the_device_compose_with_its_serial_device(
+def test_the_physical_smokers_release_is_published_signed_on_the_cloud_guest(
     prod: Synthesis,
 ) -> None:
     import yaml
 
-    release = prod.one(RELEASE, "smoker-release")
-    inputs = release.inputs
-    assert (inputs["host"], inputs["sshUser"], inputs["sshPort"]) == ("smoker", "smoker", 22)
+    # no release is pushed by `pulumi up`: the device pulls the one published for it
+    assert not [r for r in prod.by_type(RELEASE) if r.name.startswith("smoker-")]
+    desired = prod.one(DESIRED_RELEASE, "smoker-desired-release")
+    inputs = desired.inputs
+    cloud = prod.config.guest("prod-cloud")
+    assert (inputs["stack"], inputs["guest"]) == ("prod", "smoker")
+    assert (inputs["publisherHost"], inputs["publisherUser"]) == (cloud.ssh_host, "root")
+    assert inputs["path"] == "/srv/smart-smoker/device-releases/smoker.json"
+    assert (inputs["deviceHost"], inputs["deviceUser"]) == ("smoker", "smoker")
     key = prod.config.guest("smoker").ssh_host_key
-    assert inputs["hostKey"] == key  # the configured key, never one recorded on first use
-    assert inputs["project"] == "smoker-device" and inputs["backup"] is False
-    assert inputs["routes"] == [] and inputs["envFiles"] == SECRET_MARKER
+    assert inputs["deviceHostKey"] == key  # the configured key, never one recorded on first use
+    for secret in ("signingKey", "publisherPrivateKey", "devicePrivateKey", "envFiles"):
+        assert inputs[secret] == SECRET_MARKER, secret
     assert [c["url"] for c in inputs["checks"]["http"]] == [
         "http://127.0.0.1:3003/api/health",
         "http://127.0.0.1:8080/",
@@ -410,10 +425,14 @@ def test_the_physical_smokers_release_is_the_device_compose_with_its_serial_devi
     assert all("@sha256:" in s["image"] for s in compose["services"].values())
     # no MongoDB, no backups, no secret files on the device
     assert not [r for r in prod.by_type(MONGO_USERS) if r.name.startswith("smoker")]
-    app = prod.one("smoker:app:AppStack", "smoker-app")
+    app = prod.one("smoker:device:DeviceApp", "smoker-app")
     assert app.parent and app.parent.endswith("pulumi:pulumi:Stack::smoker-infra-prod")
-    last = prod.one(COMMAND, "smoker-tailscale-serve")
-    assert last.urn in release.depends_on  # after the baseline and Tailscale
+    # after the agent is installed on the device and the cloud guest can take the document
+    agent_timer = prod.one(COMMAND, "smoker-agent-timer")
+    assert "smart-smoker-agent.timer" in agent_timer.inputs["create"]
+    assert agent_timer.urn in desired.depends_on
+    assert prod.one(COMMAND, "prod-cloud-tailscale-serve").urn in desired.depends_on
+    assert prod.one(COMMAND, "smoker-tailscale-serve").urn in agent_timer.depends_on
 
 
 def test_the_kiosk_runs_only_when_enabled_pinned_like_every_image() -> None:
@@ -426,8 +445,8 @@ def test_the_kiosk_runs_only_when_enabled_pinned_like_every_image() -> None:
     raw = set_path(
         stack_raw("prod"), "guests.smoker.device.kiosk", {"enabled": True, "image": image}
     )
-    release = synthesize("prod", *raw).one(RELEASE, "smoker-release").inputs
-    assert release["images"]["kiosk"] == f"{image}@{stand_in_digest(image)}"
-    kiosk = yaml.safe_load(release["compose"])["services"]["electron_shell"]
-    assert kiosk["image"] == release["images"]["kiosk"] and kiosk["platform"] == "linux/arm/v7"
+    desired = synthesize("prod", *raw).one(DESIRED_RELEASE, "smoker-desired-release").inputs
+    kiosk = yaml.safe_load(desired["compose"])["services"]["electron_shell"]
+    assert kiosk["image"] == f"{image}@{stand_in_digest(image)}"
+    assert kiosk["platform"] == "linux/arm/v7"
     assert kiosk["healthcheck"]["start_period"] == "60s"
