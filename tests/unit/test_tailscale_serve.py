@@ -20,6 +20,7 @@ import pytest
 
 import layout
 from config import ConfigError, GuestSpec, StackConfig, TailscaleSettings, parse_config
+from rendering.agent import AgentSettings, service_unit
 from rendering.files import guest_plan
 from rendering.tailscale import (
     release_source_problems,
@@ -334,3 +335,16 @@ def test_the_plan_of_a_guest_serving_releases_still_ends_with_the_tailscale_step
         "tailscale-up",
         "tailscale-serve",
     ]
+
+
+def test_the_agent_unit_carries_the_source_url() -> None:
+    cfg = parse(serving(DEV_RAW))
+    url = release_source_url(cfg.stack, cfg.guest("dev-cloud"), cfg.tailnet, "smoker-pi")
+    settings = AgentSettings(
+        stack=cfg.stack,
+        guest="smoker-pi",
+        project="smart-smoker-device",
+        app_dir="/opt/smart-smoker-device",
+        source=url,
+    )
+    assert f" --source {url} " in service_unit(settings)
