@@ -39,7 +39,7 @@ from config.stack import (
     StackConfig,
     StackFile,
 )
-from config.tailscale import ServeMapping, TailnetSettings, TailscaleSettings
+from config.tailscale import ServeDirectory, ServeMapping, TailnetSettings, TailscaleSettings
 
 __all__ = [
     "APP_ENVIRONMENTS",
@@ -81,6 +81,7 @@ __all__ = [
     "Secret",
     "SecretKey",
     "Secrets",
+    "ServeDirectory",
     "ServeMapping",
     "StackConfig",
     "StackFile",

@@ -49,6 +49,73 @@ class ServeMapping(Model):
     )
 
 
+# What a served directory may not be: the root, and where a guest keeps its secrets, keys and
+# state (`/etc/smart-smoker` holds the env files, `/var/lib/tailscale` the node key).
+UNSERVABLE_DIRS = ("/etc", "/root", "/home", "/run", "/proc", "/sys", "/dev", "/boot", "/var/lib")
+_SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+_DIRECTORY = rf"/{_SEGMENT}(/{_SEGMENT})*"
+_MOUNT = rf"/({_SEGMENT}(/{_SEGMENT})*/?)?"
+_SERVE_DIR_FIX = "serve a directory of its own, e.g. /srv/smart-smoker/device-releases"
+
+
+def _directory(value: str) -> str:
+    if not re.fullmatch(_DIRECTORY, value):
+        raise fail(
+            f"directory '{value}' must be an absolute, normalized path (letters, digits, "
+            "'.', '_', '~', '-'; no '..', no trailing '/')",
+            _SERVE_DIR_FIX,
+        )
+    under = [d for d in UNSERVABLE_DIRS if value == d or value.startswith(d + "/")]
+    if under:
+        raise fail(
+            f"directory '{value}' is under {under[0]}, where the guest keeps secrets, keys or "
+            "state: everything in a served directory is readable on the tailnet",
+            _SERVE_DIR_FIX,
+        )
+    return value
+
+
+def _mount(value: str) -> str:
+    if not re.fullmatch(_MOUNT, value):
+        raise fail(
+            f"path '{value}' must start with '/' and be a normalized URL path (letters, digits, "
+            "'.', '_', '~', '-'; no '..')",
+            "use e.g. /device-releases",
+        )
+    return value.rstrip("/") or "/"
+
+
+class ServeDirectory(Model):
+    """`tailscale serve --https=<https_port> --set-path=<path> <directory>` (never funnel)."""
+
+    https_port: Annotated[Int, ranged(1, 65535)] = Field(
+        description="the HTTPS port on the tailnet name (not a port of `serve`: never funneled)",
+        examples=[9443],
+    )
+    path: Annotated[Text, rule(_mount, pattern=f"^{_MOUNT}$")] = Field(
+        description="the URL path the directory is served at", examples=["/device-releases"]
+    )
+    directory: Annotated[Text, rule(_directory, pattern=f"^{_DIRECTORY}$")] = Field(
+        description="the absolute directory on the guest whose files are served",
+        examples=["/srv/smart-smoker/device-releases"],
+    )
+
+    @property
+    def mount(self) -> str:
+        """The handler's mount point as tailscaled records it: a directory's ends in '/'."""
+        return self.path if self.path == "/" else self.path + "/"
+
+
+def _serve_directories(value: tuple[ServeDirectory, ...]) -> tuple[ServeDirectory, ...]:
+    places = [(d.https_port, d.path) for d in value]
+    if len(set(places)) != len(places):
+        raise fail(
+            "two directories use the same httpsPort and path",
+            "give each directory its own path (or port)",
+        )
+    return tuple(sorted(value, key=lambda d: (d.https_port, d.path)))
+
+
 def _serve(value: tuple[ServeMapping, ...]) -> tuple[ServeMapping, ...]:
     ports = [m.https_port for m in value]
     if len(set(ports)) != len(ports):
@@ -74,6 +141,11 @@ class TailscaleSettings(Model):
         (), description="HTTPS ports served on the tailnet name"
     )
     funnel: Bool = Field(False, description="publish the served ports to the internet (prod only)")
+    serve_directories: Annotated[tuple[ServeDirectory, ...], rule(_serve_directories)] = Field(
+        (),
+        description="directories served read-only on the tailnet name (tailnet only, never "
+        "funneled), e.g. the device releases the cloud guest publishes",
+    )
 
     def check(self, key: str, environment: str) -> Iterator[Problem]:
         if self.funnel and environment != "prod":
@@ -88,6 +160,16 @@ class TailscaleSettings(Model):
             if bad:
                 yield problem(
                     f"{key}.serve", bad, "funnel only listens on 443, 8443 and 10000", "use those"
+                )
+        mapped = {m.https_port for m in self.serve}
+        for i, served in enumerate(self.serve_directories):
+            if served.https_port in mapped:
+                yield problem(
+                    f"{key}.serveDirectories[{i}].httpsPort",
+                    served.https_port,
+                    "is also a port of serve: a directory shares no port with a mapping (funnel "
+                    "publishes a whole port, and the mapping would answer beside the files)",
+                    "give the directory a port of its own, e.g. 9443",
                 )
 
 

@@ -9,6 +9,8 @@ from dataclasses import replace
 
 import pytest
 
+import layout
+from config import ServeDirectory
 from rendering.baseline import sshd_step, ufw_rules
 from testbed.harness import Guest
 from tests.configs import evolve
@@ -187,6 +189,43 @@ def test_identity_changes_converge(applied: Baselined) -> None:
         assert json.loads(guest.run("tailscale serve status --json").stdout or "{}") in ({}, None)
     finally:
         apply_plan(guest, [s for s in plan(cfg, spec) if s.name.startswith("tailscale")])
+
+
+def test_a_served_directory_converges_on_the_tailnet_only(applied: Baselined) -> None:
+    """The publisher's `serveDirectories` (the device releases): the directory is made, served
+    with `tailscale serve --set-path` (never funnel), recorded as a Path handler at its mount
+    with a trailing '/', and a second apply changes nothing."""
+    guest, cfg, spec = applied.guest, applied.cfg, applied.spec
+    assert spec.tailscale is not None
+    directory = layout.PUBLISHED_RELEASES_DIR
+    served = ServeDirectory(https_port=9443, path="/device-releases", directory=directory)
+    publishing = evolve(spec, tailscale=evolve(spec.tailscale, serve_directories=(served,)))
+    steps = [s for s in plan(cfg, publishing) if s.name.startswith("tailscale")]
+    try:
+        first = apply_plan(guest, steps)
+        assert [r.step.name for r in first if r.changed] == ["tailscale-serve"]
+        assert guest.run(f"stat -c %a:%U {directory}").stdout.strip() == "755:root"
+        status = json.loads(guest.run("tailscale serve status --json").stdout)
+        web = {host.rsplit(":", 1)[1]: conf["Handlers"] for host, conf in status["Web"].items()}
+        assert web["9443"] == {"/device-releases/": {"Path": directory}}
+        assert web["443"] == {"/": {"Proxy": "http://127.0.0.1:80"}}
+        assert not status.get("AllowFunnel")
+        calls = recorded_args(guest)
+        assert [
+            "serve",
+            "--bg",
+            "--https=9443",
+            "--set-path=/device-releases",
+            directory,
+        ] in calls
+        assert not [args for args in calls if args[:1] == ["funnel"]]
+        second = apply_plan(guest, steps)
+        assert [r.step.name for r in second if r.changed] == []
+    finally:
+        apply_plan(guest, [s for s in plan(cfg, spec) if s.name.startswith("tailscale")])
+        guest.run(f"rmdir {directory} /srv/smart-smoker 2>/dev/null || true", check=False)
+    status = json.loads(guest.run("tailscale serve status --json").stdout or "{}") or {}
+    assert not [host for host in status.get("Web") or {} if host.endswith(":9443")]
 
 
 def test_second_apply_changes_nothing_and_restarts_nothing(applied: Baselined) -> None:
