@@ -18,6 +18,7 @@ from components.guest_common import GuestAccess, step_commands
 from components.images import planned_images
 from config import GuestSpec, HostSpec, StackConfig
 from rendering import agent, app
+from rendering.tailscale import release_source_url
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class DeviceApp(pulumi.ComponentResource):
             guest=spec.name,
             project=app.project_name(cfg, spec),
             app_dir=cfg.baseline.app_dir,
+            source=release_source_url(cfg.stack, args.publisher.spec, cfg.tailnet, spec.name),
         )
         installed = step_commands(
             spec.name,

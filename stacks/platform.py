@@ -27,6 +27,7 @@ from config import (
     StackConfig,
     parse_config,
 )
+from rendering.tailscale import release_source_problems
 
 AnyGuest = CloudGuest | DeviceGuest | ExistingHost
 
@@ -172,7 +173,17 @@ def runtime_config() -> tuple[dict[str, str], set[str]]:
 def load_stack_config() -> StackConfig | HostStackConfig:
     """The running program's stack configuration (raises ConfigError)."""
     values, secret_keys = runtime_config()
-    return parse_config(values, secret_keys, pulumi.get_stack())
+    cfg = parse_config(values, secret_keys, pulumi.get_stack())
+    if isinstance(cfg, StackConfig) and cfg.hosts:
+        # a device pulls its release from the cloud guest's tailnet name: checked before any
+        # resource is declared (config/ cannot know the on-guest layout the check needs)
+        publisher = next(g for g in cfg.proxmox_guests if g.kind == "lxc")
+        problems = [
+            p for d in cfg.hosts for p in release_source_problems(publisher, cfg.tailnet, d.name)
+        ]
+        if problems:
+            raise ConfigError(cfg.stack, problems)
+    return cfg
 
 
 def main() -> None:

@@ -450,3 +450,26 @@ def test_the_kiosk_runs_only_when_enabled_pinned_like_every_image() -> None:
     assert kiosk["image"] == f"{image}@{stand_in_digest(image)}"
     assert kiosk["platform"] == "linux/arm/v7"
     assert kiosk["healthcheck"]["start_period"] == "60s"
+
+
+def test_a_device_whose_cloud_guest_does_not_serve_its_release_stops_before_any_resource() -> (
+    None
+):
+    from config import ConfigError
+    from tests.configs import set_path, stack_raw
+
+    raw = set_path(stack_raw("prod"), "guests.prod-cloud.tailscale.serveDirectories", None)
+    with pytest.raises(ConfigError) as caught:
+        synthesize("prod", *raw)
+    message = str(caught.value)
+    assert "guests.prod-cloud.tailscale.serveDirectories" in message
+    assert "/srv/smart-smoker/device-releases" in message  # the fix names what to serve
+
+
+def test_the_smokers_agent_pulls_from_the_cloud_guests_tailnet_name(prod: Synthesis) -> None:
+    service = prod.one(COMMAND, "smoker-unit-smart-smoker-agent-service").inputs["stdin"]
+    url = "https://smokecloud.tail74646.ts.net:9443/device-releases/smoker.json"
+    assert f"--source {url}" in service
+    serve = prod.one(COMMAND, "prod-cloud-tailscale-serve").inputs["create"]
+    assert "--https=9443 --set-path=/device-releases /srv/smart-smoker/device-releases" in serve
+    assert "tailscale funnel --bg --https=9443" not in serve  # tailnet only
