@@ -187,9 +187,11 @@ def test_tailscale_flags_converge_identity() -> None:
         "--hostname=smokecloud --advertise-tags=tag:production,tag:server --accept-dns=false"
     )
     assert up_flags(dev).startswith("--hostname=smart-smoker-dev-cloud ")
+    # prod-cloud also serves the smoker's desired releases, on a port of their own, never funneled
     assert json.loads(wanted_serve(prod)) == [
-        [443, "http://127.0.0.1:80", True],
-        [8443, "http://127.0.0.1:3001", True],
+        [443, "/", "proxy", "http://127.0.0.1:80", True],
+        [8443, "/", "proxy", "http://127.0.0.1:3001", True],
+        [9443, "/device-releases/", "path", "/srv/smart-smoker/device-releases", False],
     ]
     assert json.loads(wanted_serve(dev)) == [
         [443, "http://127.0.0.1:80", False],
