@@ -50,10 +50,6 @@ def test_every_release_image_is_its_tag_pinned_to_the_registrys_digest(
             "backend": "benjr70/smart-smoker-backend:v1.0.0",
             "frontend": "benjr70/smart-smoker-frontend:v1.0.0",
         },
-        "smoker-release": {  # the physical smoker (kind: host)
-            "deviceService": "benjr70/smart-smoker-device-service:v1.0.0",
-            "smokerUi": "benjr70/smart-smoker-smoker:v1.0.0",
-        },
     }
     found = {**releases(dev), **releases(prod)}
     assert set(found) == set(expected)
@@ -62,6 +58,15 @@ def test_every_release_image_is_its_tag_pinned_to_the_registrys_digest(
         assert found[name]["images"] == pinned
         compose = found[name]["compose"]
         assert sorted(service_images(compose).values()) == sorted(pinned.values())
+    # the physical smoker (kind: host): its published release, with the same pins
+    (desired,) = prod.by_type("pulumi-python:dynamic/device:DesiredRelease")
+    smoker = [
+        "benjr70/smart-smoker-device-service:v1.0.0",
+        "benjr70/smart-smoker-smoker:v1.0.0",
+    ]
+    assert sorted(service_images(desired.inputs["compose"]).values()) == sorted(
+        f"{ref}@{stand_in_digest(ref)}" for ref in smoker
+    )
 
 
 def test_the_device_images_keep_their_platform(dev: Synthesis) -> None:
