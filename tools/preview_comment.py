@@ -19,7 +19,11 @@ from deploy.release import repository, service_images
 from tools.preview_guard import urn_type
 
 MARKER = "<!-- smoker-infra:images:{stacks} -->"  # one comment per set of stacks, updated in place
-RELEASE_TYPES = ("pulumi-python:dynamic/app:Release", "pulumi-python:dynamic:Resource")
+RELEASE_TYPES = (
+    "pulumi-python:dynamic/app:Release",
+    "pulumi-python:dynamic/device:DesiredRelease",  # a device's release, published for its pull
+    "pulumi-python:dynamic:Resource",
+)
 
 
 def short(ref: str | None) -> str:
@@ -52,7 +56,8 @@ def rows(stack: str, digest: Mapping[str, Any]) -> Iterator[tuple[str, str, str,
     for step in digest.get("steps", []):
         if urn_type(step.get("urn", "")) not in RELEASE_TYPES:
             continue
-        guest = step["urn"].rsplit("::", 1)[-1].removesuffix("-release")
+        name = step["urn"].rsplit("::", 1)[-1]
+        guest = name.removesuffix("-desired-release").removesuffix("-release")
         if step.get("op") in ("delete", "delete-replaced", "discard"):
             yield stack, guest, "(all)", "removed"
             continue

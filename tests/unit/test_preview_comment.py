@@ -74,3 +74,26 @@ def test_a_preview_that_only_moves_release_images_is_not_drift(tmp_path: Path) -
     assert main(["--images-only", f"dev={path}"]) == 0
     path.write_text(json.dumps({"steps": [step, guest]}))
     assert main(["--images-only", f"dev={path}"]) == 1
+
+
+def test_the_smokers_published_release_is_a_row_and_a_moved_tag_is_not_drift() -> None:
+    urn = (
+        "urn:pulumi:prod::smoker-infra::smoker:device:DeviceApp$"
+        "pulumi-python:dynamic/device:DesiredRelease::smoker-desired-release"
+    )
+
+    def compose(tag: str, digest: str) -> str:
+        image = f"benjr70/smart-smoker-smoker:{tag}@sha256:{digest * 64}"
+        return f"services:\n  smoker-ui:\n    image: {image}\n"
+
+    step = {
+        "op": "update",
+        "urn": urn,
+        "diffReasons": ["compose"],
+        "oldState": {"inputs": {"compose": compose("v1.0.0", "a")}},
+        "newState": {"inputs": {"compose": compose("v1.1.0", "b")}},
+    }
+    ((stack, guest, service, change),) = rows("prod", {"steps": [step]})
+    assert (stack, guest, service) == ("prod", "smoker", "smoker-ui")
+    assert change == "`v1.0.0@sha256:aaaaaaaaaaaa` → `v1.1.0@sha256:bbbbbbbbbbbb`"
+    assert only_release_images({"steps": [step]})
