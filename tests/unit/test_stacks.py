@@ -452,9 +452,7 @@ def test_the_kiosk_runs_only_when_enabled_pinned_like_every_image() -> None:
     assert kiosk["healthcheck"]["start_period"] == "60s"
 
 
-def test_a_device_whose_cloud_guest_does_not_serve_its_release_stops_before_any_resource() -> (
-    None
-):
+def test_a_device_whose_cloud_guest_does_not_serve_its_release_stops_before_any_resource() -> None:
     from config import ConfigError
     from tests.configs import set_path, stack_raw
 
