@@ -12,8 +12,10 @@ Stand-ins, and what they change:
 
 - The agent's `--source` is a **file path on the guest**: the same path the publisher holds the
   document at (`layout.published_release`), written here by the test (over SSH, or with `docker
-  cp` into the stopped guest). The https fetch over the tailnet is unit-tested
-  (`tests/unit/test_agent.py`, a local TLS publisher); the tailscale stand-in serves no file.
+  cp` into the stopped guest). Serving the directory on the tailnet is tested elsewhere (the
+  `tailscale serve` configuration, in unit and against the recording stand-in, which serves no
+  file); the agent's `https://` fetch is unit-tested for its refusals and an address that does
+  not answer (`tests/unit/test_agent.py`), not here.
 - The documents are signed with a throwaway Ed25519 key made by the test; its public half is
   what the install plan puts in `/etc/smart-smoker/release.pub`.
 - The device service is the backend STAND-IN listening on 3003 (`PORT`), the smoker UI the
