@@ -31,25 +31,34 @@ Stand-ins, and what they change:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import http.server
 import io
 import json
 import shlex
+import ssl
+import subprocess
 import tarfile
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import layout
 from components.device_release import spec_of
-from config import HostSpec, StackConfig
+from config import GuestSpec, HostSpec, StackConfig
 from deploy import desired
 from rendering import app
 from rendering.agent import AgentSettings, agent_arguments, agent_plan
+from rendering.tailscale import release_source_url
 from testbed.harness import Engine, Guest
 from testbed.harness.engine import BRIDGE_IP, poll_until
 from testbed.registry import Registry
@@ -431,3 +440,115 @@ def test_6_two_runs_at_once_one_applies_the_other_is_busy(device: Device) -> Non
     assert report["liveRelease"] == device.live()
     assert len(device.ledger()) == records + 1  # one deploy, not two
     device.assert_live_and_verified(N)
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """A TLS file server standing in for the cloud guest's `tailscale serve` of its directory of
+    documents: the certificate is for the publisher's tailnet name, from a test CA."""
+
+    ca_pem: str
+    directory: Path
+    requests: list[str]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def tailnet_publisher(name: str, address: str, port: int, mount: str) -> Iterator[Publisher]:
+    """Serve a directory at `https://name:port<mount>/` from `address` (the test host)."""
+    with tempfile.TemporaryDirectory(prefix="smoker-tailnet-ca-") as tmp:
+        work = Path(tmp)
+        _openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-days", "2", "-subj", "/CN=tier-3 test CA (stands in for the tailnet's certificates)",
+            "-keyout", "ca.key", "-out", "ca.pem", cwd=work,
+        )  # fmt: skip
+        _openssl(
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", f"/CN={name}", "-keyout", "node.key", "-out", "node.csr", cwd=work,
+        )  # fmt: skip
+        (work / "ext").write_text(
+            f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        )
+        _openssl(
+            "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext", "-out", "node.pem", cwd=work,
+        )  # fmt: skip
+        served = work / "served"
+        served.mkdir()
+        requests: list[str] = []
+        prefix = mount.rstrip("/") + "/"
+
+        class Files(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                path = served / self.path.removeprefix(prefix)
+                if not self.path.startswith(prefix) or "/" in self.path.removeprefix(prefix):
+                    path = served / "missing"
+                body = path.read_bytes() if path.is_file() else b""
+                self.send_response(200 if path.is_file() else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(work / "node.pem", work / "node.key")
+        server = http.server.ThreadingHTTPServer((address, port), Files)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield Publisher((work / "ca.pem").read_text(), served, requests)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+
+def test_7_the_agent_fetches_from_the_publishers_tailnet_url_over_https(device: Device) -> None:
+    """The production `--source` (the prod cloud guest's tailnet name, port 9443,
+    /device-releases/smoker.json), resolved in the guest to the test host, which serves the
+    directory over TLS with a certificate for that name from a test CA the guest trusts (what
+    Tailscale's certificate is to a real device)."""
+    cfg = device.cfg
+    publisher = next(g for g in cfg.guests if g.kind == "lxc")  # prod-cloud
+    assert isinstance(publisher, GuestSpec)
+    assert cfg.tailnet is not None
+    url = release_source_url(cfg.stack, publisher, cfg.tailnet, DEVICE)
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    gateway = BRIDGE_IP.split("/")[0]
+    mount = parts.path.rsplit("/", 1)[0]
+    with tailnet_publisher(parts.hostname, gateway, parts.port, mount) as served:
+        device.run(
+            f"echo '{gateway} {parts.hostname}' >> /etc/hosts && "
+            "cat > /usr/local/share/ca-certificates/smoker-tier3-tailnet.crt && "
+            "update-ca-certificates >/dev/null",
+            input=served.ca_pem.encode(),
+        )
+        settings = dataclasses.replace(device.settings, source=url)
+        changed = apply_plan(device.guest, agent_plan(settings, desired.public_pem(device.key)))
+        assert [r.step.name for r in changed if r.changed] == [f"unit-{SERVICE}".replace(".", "-")]
+        unit = device.run(f"systemctl cat {SERVICE}").stdout
+        assert f"--source {url} " in unit
+        (served.directory / f"{DEVICE}.json").write_bytes(device.document(N1, 5))
+        assert device.start_agent() == 0
+        report = device.report()
+        assert report["outcome"] == "deployed" and report["desired"]["sequence"] == 5, report
+        assert served.requests == [parts.path]
+        device.assert_live_and_verified(N1)
+        live = device.live()
+    # the publisher is gone (down, or the device off the tailnet): unreachable, a success of
+    # the unit, and the device stays on its release
+    assert device.start_agent() == 0
+    report = device.report()
+    assert report["outcome"] == "unreachable", report
+    assert f"staying on release {live}" in report["message"]
+    assert device.live() == live
+    device.assert_live_and_verified(N1)
