@@ -5,17 +5,19 @@ stack). The agent is installed by its real install plan (`rendering.agent.agent_
 its real units (`smart-smoker-agent.service` and `.timer`), and converges the device's Compose
 project (`rendering.app.device_compose`) with the deploy engine over `LocalTransport`: release N
 by one run, N+1 published while the guest is stopped and applied at boot by the timer alone, a
-broken N+2 rolled back locally and not retried, two runs at once, and the serial device passed
-through to the device service.
+broken N+2 rolled back locally and not retried, two runs at once, the serial device passed
+through to the device service, the production `https://` source (the publisher's tailnet name)
+and the push by `DesiredRelease` (the provider class) with the guest as publisher and device.
 
 Stand-ins, and what they change:
 
-- The agent's `--source` is a **file path on the guest**: the same path the publisher holds the
-  document at (`layout.published_release`), written here by the test (over SSH, or with `docker
-  cp` into the stopped guest). Serving the directory on the tailnet is tested elsewhere (the
-  `tailscale serve` configuration, in unit and against the recording stand-in, which serves no
-  file); the agent's `https://` fetch is unit-tested for its refusals and an address that does
-  not answer (`tests/unit/test_agent.py`), not here.
+- The agent's `--source` is a **file path on the guest** in tests 1-6 and 8: the same path the
+  publisher holds the document at (`layout.published_release`), written by the test (over SSH,
+  or with `docker cp` into the stopped guest) or by `DesiredRelease`. Test 7 uses the production
+  `https://` URL instead: the tailnet name resolves (guest's `/etc/hosts`) to a TLS file server
+  on the test host with a certificate from a test CA the guest trusts, standing in for the
+  cloud guest's `tailscale serve` (whose configuration is tested elsewhere: the recording
+  stand-in serves no file).
 - The documents are signed with a throwaway Ed25519 key made by the test; its public half is
   what the install plan puts in `/etc/smart-smoker/release.pub`.
 - The device service is the backend STAND-IN listening on 3003 (`PORT`), the smoker UI the
@@ -50,10 +52,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import layout
-from components.device_release import spec_of
+from components.device_release import DesiredReleaseProvider, spec_of
 from config import GuestSpec, HostSpec, StackConfig
 from deploy import desired
 from rendering import app
@@ -66,6 +69,7 @@ from testbed.registry.push import publish, trust_registry
 from testbed.standins import BACKEND_REPO, FRONTEND_REPO, build_standins
 from tests.configs import parse, set_path, stack_raw
 from tests.tier3.baseline_env import apply_plan
+from tests.tier3.release_env import host_key
 
 pytestmark = pytest.mark.tier3
 
@@ -551,4 +555,60 @@ def test_7_the_agent_fetches_from_the_publishers_tailnet_url_over_https(device: 
     assert report["outcome"] == "unreachable", report
     assert f"staying on release {live}" in report["message"]
     assert device.live() == live
+    device.assert_live_and_verified(N1)
+
+
+def test_8_the_push_publishes_on_the_guest_and_runs_its_agent(device: Device) -> None:
+    """`DesiredRelease` (the provider class, called as Pulumi calls it) with the guest as both the
+    publisher and the device, the agent's `--source` the file the provider writes."""
+    guest = device.guest
+    apply_plan(guest, agent_plan(device.settings, desired.public_pem(device.key)))
+    assert f"--source {SOURCE} " in device.run(f"systemctl cat {SERVICE}").stdout
+    device.publish(N1, 5)  # what the publisher served in test 7: the sequence lives there
+    ssh = {"host": guest.host, "user": "root", "port": 22, "key": guest.private_key()}
+    signing = device.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+    def props(version: str, device_host: str) -> dict[str, Any]:
+        return {
+            "stack": device.cfg.stack,
+            "guest": DEVICE,
+            "compose": device.compose(version),
+            "envFiles": {},
+            "checks": app.release_checks(device.cfg, device.spec),
+            "signingKey": signing,
+            "publisherHost": ssh["host"],
+            "publisherUser": ssh["user"],
+            "publisherPort": ssh["port"],
+            "publisherHostKey": host_key(guest),
+            "publisherPrivateKey": ssh["key"],
+            "path": SOURCE,
+            "deviceHost": device_host,
+            "deviceUser": ssh["user"],
+            "devicePort": ssh["port"],
+            "deviceHostKey": host_key(guest),
+            "devicePrivateKey": ssh["key"],
+            "pushConnectTimeoutSeconds": 3,
+        }
+
+    provider = DesiredReleaseProvider()
+    created = dict(provider.create(props(N, guest.host)).outs or {})
+    assert created["sequence"] == 6  # past what the publisher holds
+    assert (created["delivery"], created["agentOutcome"]) == ("pushed", "deployed"), created
+    assert created["agentReport"]["desired"]["sequence"] == 6
+    assert device.report()["outcome"] == "deployed"
+    assert device.run(f"cat {SOURCE}").stdout == created["document"]
+    assert device.run(f"cat {layout.AGENT_DOCUMENT}").stdout == created["document"]
+    device.assert_live_and_verified(N)
+    # the device does not answer (an address nothing listens on): published, to be pulled
+    silent = props(N1, "169.254.77.254")
+    updated = dict(provider.update("release", created, silent).outs or {})
+    assert updated["sequence"] == 7 and updated["delivery"] == "pull", updated
+    assert "converge by pull" in updated["note"]
+    assert json.loads(device.run(f"cat {SOURCE}").stdout)["document"]["sequence"] == 7
+    device.assert_live_and_verified(N)  # nothing reached the device ...
+    assert device.start_agent() == 0  # ... until its agent's next run (the timer's)
+    report = device.report()
+    assert report["outcome"] == "deployed" and report["desired"]["sequence"] == 7, report
     device.assert_live_and_verified(N1)
