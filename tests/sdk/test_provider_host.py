@@ -15,8 +15,6 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from components.release import OUTPUTS as RELEASE_OUTPUTS
 from tests.sdk.provider_host import (
@@ -33,6 +31,7 @@ from tests.sdk.provider_host import (
     plain,
     substitute,
 )
+from tests.sdk.ssh_server import ed25519_pair
 from tools.synth import Resource, Synthesis, synthesize
 
 RELEASE = "dev-cloud-release"
@@ -96,22 +95,6 @@ def state_after_create(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return {**inputs, **outputs}
 
 
-def new_key() -> tuple[str, str]:
-    """(OpenSSH private key, `ssh-ed25519 AAAA...` public key), as a guest's host key reads."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return private, public
-
-
 class Listener:
     """A loopback TCP port that counts connection attempts (and hangs up on each)."""
 
@@ -150,7 +133,7 @@ class Listener:
 
     def connection(self) -> dict[str, Any]:
         """Connection inputs pointing at this listener (a readable key, a pinned host key)."""
-        private, public = new_key()
+        private, public = ed25519_pair()
         return {"host": "127.0.0.1", "sshPort": self.port, "privateKey": private, "hostKey": public}
 
 
@@ -290,7 +273,7 @@ CONNECTION_CHANGES = {
     "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRebuiltGuestHostKey000000000000000000000",
     "host": "10.20.0.21",
     "sshPort": 2222,
-    "privateKey": new_key()[0],
+    "privateKey": ed25519_pair()[0],
 }
 
 
