@@ -42,6 +42,7 @@ from pulumi.dynamic import (
 
 import layout
 from config import Guest, GuestSpec, Secret
+from deploy import commands
 from deploy.desired import content_hash_of, private_key_from_pem, public_pem, publish
 from deploy.release import Checks, ReleaseSpec
 from deploy.transport import SshTarget, Transport, TransportError, connect
@@ -120,20 +121,6 @@ def device_of(props: dict[str, Any]) -> SshTarget | None:
 # -- the shell run on the publisher and the device -----------------------------------------------
 
 
-def write_file_command(path: str, mode: str, dir_mode: str = "0755") -> str:
-    """Write stdin to `path` whole or not at all: a temporary file in the same directory, its
-    mode set before the rename, so no reader ever sees a partial or a wrongly-readable file."""
-    q = shlex.quote(path)
-    return (
-        f'set -eu; target={q}; dir=$(dirname "$target"); '
-        f'[ -d "$dir" ] || install -d -m {dir_mode} "$dir"; '
-        'tmp=$(mktemp "$dir/.$(basename "$target").XXXXXX"); '
-        "trap 'rm -f \"$tmp\"' EXIT; "
-        f'cat > "$tmp"; chmod {mode} "$tmp"; sync "$tmp" 2>/dev/null || true; '
-        'mv -f "$tmp" "$target"; trap - EXIT'
-    )
-
-
 def published_sequence(transport: Transport, path: str) -> int:
     """The sequence of the document at `path` (0 when there is none or it cannot be read)."""
     result = transport.run(f"cat {shlex.quote(path)} 2>/dev/null || true", timeout=PUBLISH_TIMEOUT)
@@ -157,7 +144,7 @@ def _publish(props: dict[str, Any], after: int) -> dict[str, Any]:
                 spec, stack=props["stack"], guest=props["guest"], sequence=sequence, private_key=key
             )
             result = publisher.run(
-                write_file_command(path, "0644"), stdin=document, timeout=PUBLISH_TIMEOUT
+                commands.write_file_whole(path, "0644"), stdin=document, timeout=PUBLISH_TIMEOUT
             )
     except TransportError as exc:
         raise PublishError(
@@ -202,14 +189,14 @@ def _push(
     pull_later = "the device will converge by pull at its next boot or agent timer"
     for name, content in sorted((props.get("envFiles") or {}).items()):
         done = device.run(
-            write_file_command(f"{env_dir}/{name}", "0600", dir_mode="0700"),
+            commands.write_file_whole(f"{env_dir}/{name}", "0600", dir_mode="0700"),
             stdin=content.encode(),
             timeout=PUBLISH_TIMEOUT,
         )
         if not done.ok:
             return _delivery(PULL, f"delivering env file {name} failed: {pull_later}")
     local = props.get("deviceDocumentPath") or layout.AGENT_DOCUMENT
-    done = device.run(write_file_command(local, "0644", dir_mode="0700"), stdin=document)
+    done = device.run(commands.write_file_whole(local, "0644", dir_mode="0700"), stdin=document)
     if not done.ok:
         return _delivery(PULL, f"writing the document to {local} failed: {pull_later}")
     deadline = float(props.get("pushAgentTimeoutSeconds") or PUSH_AGENT_TIMEOUT)

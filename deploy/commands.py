@@ -155,6 +155,20 @@ def write_file(path: str) -> str:
     return f"umask 077 && cat > {q(path)}"
 
 
+def write_file_whole(path: str, mode: str, dir_mode: str = "0755") -> str:
+    """Write stdin to `path` whole or not at all: a temporary file in the same directory, its
+    mode set before the rename, so no reader ever sees a partial or a wrongly-readable file."""
+    target = q(path)
+    return (
+        f'set -eu; target={target}; dir=$(dirname "$target"); '
+        f'[ -d "$dir" ] || install -d -m {dir_mode} "$dir"; '
+        'tmp=$(mktemp "$dir/.$(basename "$target").XXXXXX"); '
+        "trap 'rm -f \"$tmp\"' EXIT; "
+        f'cat > "$tmp"; chmod {mode} "$tmp"; sync "$tmp" 2>/dev/null || true; '
+        'mv -f "$tmp" "$target"; trap - EXIT'
+    )
+
+
 def remove(*paths: str) -> str:
     return "rm -rf " + " ".join(q(path) for path in paths)
 
