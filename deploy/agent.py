@@ -20,8 +20,13 @@ Every run but a busy one writes `agent-report.json` in the state directory (atom
 state directory also holds `agent-state.json` (the newest accepted document: the replay guard;
 the applied one; the last attempt) and `agent.lock`.
 
-    python -m deploy.agent --source URL_OR_PATH --public-key FILE --state-dir DIR \\
-        --project P --app-dir D [--env-dir DIR] [--stack S --guest G]
+The source is the publisher's document (`--source`, what the timer pulls). `pulumi up` may also
+push a copy over SSH (`--pushed-copy`, written by `DesiredRelease`): the run reads both and takes
+the valid one with the higher sequence, so a push reaches the device even when the device cannot
+fetch the source at that moment. The source decides the outcome when neither is usable.
+
+    python -m deploy.agent --source URL_OR_PATH [--pushed-copy PATH] --public-key FILE \\
+        --state-dir DIR --project P --app-dir D [--env-dir DIR] [--stack S --guest G]
 """
 
 from __future__ import annotations
@@ -193,6 +198,7 @@ def converge(
     fetch: Fetch | None = None,
     timeout: float = FETCH_TIMEOUT,
     clock: Callable[[], float] = time.time,
+    pushed_copy: str | None = None,
 ) -> Report:
     """One convergence run (see the module docstring); never two at once per `state_dir`."""
     directory = Path(state_dir)
@@ -205,7 +211,7 @@ def converge(
                 report = Report(iso(clock()), FAILED, "nothing done", error=str(exc))
             else:
                 report = run.converge(
-                    source,
+                    (source, pushed_copy) if pushed_copy else (source,),
                     public_key,
                     Path(env_dir),
                     stack,
@@ -225,10 +231,11 @@ class _Run:
         self.engine = engine_factory()
         self.state = AgentState.load(state_dir)
         self.desired: DesiredRelease | None = None
+        self.note = ""  # added to the report's message
 
     def converge(
         self,
-        source: str,
+        sources: tuple[str, ...],
         public_key: Ed25519PublicKey,
         env_dir: Path,
         stack: str | None,
@@ -236,24 +243,30 @@ class _Run:
         fetch: Fetch,
         timeout: float,
     ) -> Report:
-        try:
-            data = fetch(source, timeout)
-        except UnreachableError as exc:
-            return self.report(
-                UNREACHABLE,
-                f"the desired release is unreachable: staying on {self.live_name()}",
-                str(exc),
-            )
-        except DesiredReleaseError as exc:
-            return self.report(
-                REFUSED, f"refused the source: staying on {self.live_name()}", str(exc)
-            )
-        try:
-            desired = parse(data, public_key, seen=self.state.seen, stack=stack, guest=guest)
-        except DesiredReleaseError as exc:
-            return self.report(
-                REFUSED, f"refused the desired release: staying on {self.live_name()}", str(exc)
-            )
+        """`sources`: the publisher's document, then the pushed copy when there is one."""
+        found: list[DesiredRelease] = []
+        source_error: tuple[str, str, str] | None = None  # (outcome, message, error)
+        for index, source in enumerate(sources):
+            try:
+                data = fetch(source, timeout)
+                found.append(
+                    parse(data, public_key, seen=self.state.seen, stack=stack, guest=guest)
+                )
+            except UnreachableError as exc:
+                error = (UNREACHABLE, "the desired release is unreachable", str(exc))
+            except DesiredReleaseError as exc:
+                error = (REFUSED, "refused the desired release", str(exc))
+            else:
+                continue
+            if index == 0:
+                source_error = error
+        if not found:
+            assert source_error is not None
+            outcome, message, error = source_error
+            return self.report(outcome, f"{message}: staying on {self.live_name()}", error)
+        desired = max(found, key=lambda d: d.sequence)
+        if source_error is not None:  # the pushed copy stood in for the publisher's document
+            self.note = f"the pushed copy; the source: {source_error[2]}"
         self.desired = desired
         if self.state.seen != desired.seen:
             self.state = replace(self.state, seen=desired.seen)
@@ -334,7 +347,7 @@ class _Run:
         return Report(
             iso(self.clock()),
             outcome,
-            message,
+            f"{message} ({self.note})" if self.note else message,
             desired.sequence if desired else None,
             desired.content_hash if desired else None,
             self.live(),
@@ -415,6 +428,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m deploy.agent", description="Converge this device to its desired release."
     )
     parser.add_argument("--source", required=True, help="https:// URL or file path")
+    parser.add_argument("--pushed-copy", help="the copy `pulumi up` pushes (a file path)")
     parser.add_argument("--public-key", required=True, help="the release signing key's PEM")
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--project", required=True, help="the Compose project")
@@ -447,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack=args.stack,
         guest=args.guest,
         timeout=args.timeout,
+        pushed_copy=args.pushed_copy,
     )
     print(f"{report.outcome}: {report.message}" + (f": {report.error}" if report.error else ""))
     return report.exit_code

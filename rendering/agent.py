@@ -47,7 +47,7 @@ class AgentSettings:
     guest: str
     project: str  # the device's Compose project (layout.project_name)
     app_dir: str  # baseline.appDir
-    source: str = layout.AGENT_DOCUMENT  # an https:// URL, or the push path's local copy
+    source: str = layout.AGENT_DOCUMENT  # an https:// URL (the publisher), or a file path
     interval_seconds: int = 3600  # OnUnitActiveSec
     boot_delay_seconds: int = 60  # OnBootSec
     randomized_delay_seconds: int = 60
@@ -81,9 +81,13 @@ class AgentSettings:
 
 def agent_arguments(settings: AgentSettings) -> list[str]:
     """`python3 -m deploy.agent`'s arguments (the CLI of deploy/agent.py)."""
+    pushed = [] if settings.source == layout.AGENT_DOCUMENT else [
+        "--pushed-copy", layout.AGENT_DOCUMENT
+    ]  # fmt: skip
     return [
         "--source",
         settings.source,
+        *pushed,
         "--public-key",
         layout.AGENT_PUBLIC_KEY,
         "--state-dir",

@@ -52,7 +52,7 @@ class Device:
         self.engine_runs += 1
         return make_engine(self.host, self.clock)
 
-    def converge(self) -> Report:
+    def converge(self, pushed_copy: Path | None = None) -> Report:
         self.clock.t += 60  # distinct, ordered release ids
         self.host.steps.clear()
         return converge(
@@ -63,6 +63,7 @@ class Device:
             env_dir=self.env_dir,
             guest="smoker-pi",
             clock=self.clock.wall,
+            pushed_copy=str(pushed_copy) if pushed_copy else None,
         )
 
     def report_file(self) -> dict[str, Any]:
@@ -276,6 +277,49 @@ def test_an_unreachable_document_touches_nothing(device: Device, live: str) -> N
     assert (report.outcome, report.exit_code) == ("unreachable", 69)
     assert report.message == f"the desired release is unreachable: staying on release {live}"
     assert device.host.snapshot() == before and "lock" not in device.host.steps
+
+
+def test_a_pushed_copy_is_applied_when_the_source_cannot_be_fetched(
+    device: Device, live: str, tmp_path: Path
+) -> None:
+    """The push wrote sequence 2 to the device; the publisher's URL does not answer."""
+    pushed = tmp_path / "pushed.json"
+    pushed.write_bytes(device.publish("1.1.0", 2))
+    device.source.unlink()
+    report = device.converge(pushed)
+    assert (report.outcome, report.sequence) == ("deployed", 2), report
+    assert device.host.containers["backend"].image == digest("backend", "1.1.0")
+    assert "(the pushed copy; the source: reading " in report.message
+
+
+def test_the_newer_of_the_source_and_the_pushed_copy_wins(
+    device: Device, live: str, tmp_path: Path
+) -> None:
+    pushed = tmp_path / "pushed.json"
+    pushed.write_bytes(device.source.read_bytes())  # sequence 1, already applied
+    device.publish("1.1.0", 2)
+    report = device.converge(pushed)
+    assert (report.outcome, report.sequence) == ("deployed", 2), report
+    assert "pushed copy" not in report.message
+    # and the other way round: the pushed copy is newer than what the source still serves
+    old_source = device.source.read_bytes()
+    pushed.write_bytes(device.publish("1.0.0", 3))
+    device.source.write_bytes(old_source)
+    report = device.converge(pushed)
+    assert (report.outcome, report.sequence) == ("deployed", 3), report
+    assert device.host.containers["backend"].image == digest("backend", "1.0.0")
+
+
+def test_a_bad_pushed_copy_never_decides_the_outcome(
+    device: Device, live: str, tmp_path: Path
+) -> None:
+    pushed = tmp_path / "pushed.json"
+    pushed.write_bytes(tampered_signature(device.source.read_bytes()))
+    assert device.converge(pushed).outcome == "up-to-date"  # the source is fine
+    device.source.unlink()
+    report = device.converge(pushed)  # nothing usable: the source's failure is the outcome
+    assert report.outcome == "unreachable" and "reading " in str(report.error)
+    assert device.converge(tmp_path / "never-pushed.json").outcome == "unreachable"
 
 
 def test_an_https_url_that_does_not_answer_is_unreachable(device: Device, live: str) -> None:
