@@ -1,9 +1,11 @@
-"""DeviceApp: an existing device's update agent and the signed desired release it pulls.
+"""DeviceApp: a device's update agent and the signed desired release it pulls.
 
-The physical smoker is usually powered off, so `pulumi up` does not deploy to it: it installs
-the agent (once, and again when the agent changes) and publishes the device's release on the
-stack's cloud guest. The agent converges the device at boot and on its timer; the publication
-also pushes when the device answers, and otherwise says it will converge by pull.
+A device is the physical smoker (kind host) or the device-simulation VM (kind vm), which runs
+the same agent so the dev stack proves the pull path on every merge. The physical smoker is
+usually powered off, so `pulumi up` does not deploy to it: it installs the agent (once, and
+again when the agent changes) and publishes the device's release on the stack's cloud guest.
+The agent converges the device at boot and on its timer; the publication also pushes when the
+device answers, and otherwise says it will converge by pull.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pulumi_docker as docker
 from components.device_release import DesiredRelease, desired_release_inputs, release_public_key
 from components.guest_common import GuestAccess, step_commands
 from components.images import planned_images
-from config import GuestSpec, HostSpec, StackConfig
+from config import Guest, GuestSpec, StackConfig
 from rendering import agent, app
+from rendering.files import app_files_plan
 from rendering.tailscale import release_source_url
 
 
@@ -33,7 +36,7 @@ class Publisher:
 @dataclass(frozen=True)
 class DeviceAppArgs:
     config: StackConfig
-    spec: HostSpec
+    spec: Guest  # a device (config.is_device)
     access: GuestAccess
     after: pulumi.Resource  # the device's baseline (and Tailscale)
     publisher: Publisher
@@ -59,7 +62,9 @@ class DeviceApp(pulumi.ComponentResource):
         )
         installed = step_commands(
             spec.name,
-            agent.agent_plan(settings, release_public_key(signing_key)),
+            # the VM's arm/v7 check (nothing on the physical smoker), then the agent
+            app_files_plan(cfg, spec, None)
+            + agent.agent_plan(settings, release_public_key(signing_key)),
             spec.ssh_user,
             args.access,
             args.after,

@@ -18,7 +18,9 @@ push never raises): the state always records what was published.
 
 Like the other providers: importable with no side effects, nothing kept on the instance, every
 wait has a deadline (the engine enforces none), `update` is implemented, and `diff` is pure: only
-the release's content hash, the publish target and the signing key's public half count.
+the release's content hash, the publish target (with the publisher's host key: a rebuilt cloud
+guest has lost the document, and the update publishes it again past the state's sequence) and
+the signing key's public half count.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ OUTPUTS = (
     "agentOutcome",
     "agentReport",
 )
-TARGET_KEYS = ("stack", "guest", "publisherHost", "path")  # a change publishes again
+# a change publishes again; the publisher's host key changes when the cloud guest is rebuilt,
+# which lost the document
+TARGET_KEYS = ("stack", "guest", "publisherHost", "publisherHostKey", "path")
 
 PUBLISH_TIMEOUT = 60.0  # one command on the publisher
 PUSH_CONNECT_TIMEOUT = 8.0  # a device that does not answer by then is off: pull
@@ -200,27 +204,40 @@ def _push(
     if not done.ok:
         return _delivery(PULL, f"writing the document to {local} failed: {pull_later}")
     deadline = float(props.get("pushAgentTimeoutSeconds") or PUSH_AGENT_TIMEOUT)
-    started = device.run(
-        f"timeout {int(deadline)} systemctl start --wait {layout.AGENT_SERVICE}",
-        timeout=deadline + 30,
-    )
-    read = device.run(f"cat {shlex.quote(layout.agent_report(state_dir))}", timeout=PUBLISH_TIMEOUT)
-    try:
-        report = json.loads(read.stdout) if read.ok else None
-    except ValueError:
-        report = None
+    for _ in range(2):
+        started = device.run(
+            f"timeout {int(deadline)} systemctl start --wait {layout.AGENT_SERVICE}",
+            timeout=deadline + 30,
+        )
+        report = _agent_report(device, state_dir)
+        # a start while the timer's run is under way joins that run, which may have read the
+        # device's document before this one arrived: then start the agent once more
+        if not isinstance(report, dict) or _reported_sequence(report) == sequence:
+            break
     if not isinstance(report, dict):
         note = f"the agent ran (exit {started.exit_code}) but left no readable report"
         return _delivery(PUSHED, note, None, None)
     outcome = str(report.get("outcome"))
-    desired = report.get("desired") or {}
-    if desired.get("sequence") != sequence:
+    if _reported_sequence(report) != sequence:
         note = (
-            f"the agent's report is about sequence {desired.get('sequence')}, not {sequence} "
+            f"the agent's report is about sequence {_reported_sequence(report)}, not {sequence} "
             f"(agent exit {started.exit_code}): {pull_later}"
         )
         return _delivery(PUSHED, note, outcome, report)
     return _delivery(PUSHED, f"{outcome}: {report.get('message')}", outcome, report)
+
+
+def _agent_report(device: Transport, state_dir: str) -> Any:
+    """The device's `agent-report.json` (None when it cannot be read)."""
+    read = device.run(f"cat {shlex.quote(layout.agent_report(state_dir))}", timeout=PUBLISH_TIMEOUT)
+    try:
+        return json.loads(read.stdout) if read.ok else None
+    except ValueError:
+        return None
+
+
+def _reported_sequence(report: dict[str, Any]) -> Any:
+    return (report.get("desired") or {}).get("sequence")
 
 
 def _delivery(

@@ -17,6 +17,7 @@ from config.guests import (
     HostSpec,
     KioskSettings,
     LxcFeatures,
+    is_device,
 )
 from config.loader import parse_config
 from config.proxmox import (
@@ -88,5 +89,6 @@ __all__ = [
     "TailnetSettings",
     "TailscaleSettings",
     "VzdumpSettings",
+    "is_device",
     "parse_config",
 ]

@@ -343,6 +343,13 @@ class HostSpec(Model):
 Guest = GuestSpec | HostSpec
 
 
+def is_device(guest: Guest) -> bool:
+    """A guest that runs the device service and updates by pull (the device agent): the
+    device-simulation VM (kind vm) and the physical smoker (kind host). Kind lxc is a cloud
+    guest (or the host stack's runner)."""
+    return guest.kind != "lxc"
+
+
 def refused_on_host(key: str, raw: dict[str, Any]) -> Iterator[Problem]:
     """The Proxmox-only settings of a kind: host guest's raw body, each by name (reported even
     when the rest of the body is invalid: every problem at once)."""

@@ -30,6 +30,7 @@ from config.guests import (
     GuestSpec,
     HostSpec,
     check_unique,
+    is_device,
     refused_on_host,
 )
 from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
@@ -197,10 +198,11 @@ def parse_config(
         tailscale=any(g.tailscale for g in guests),
         cloud=not host and any(g.kind == "lxc" for g in guests),
         mint_tailscale_keys=tailnet_settings.mint_keys,
-        device_pulls=not host and any(g.kind == "host" for g in guests),
+        device_pulls=not host and any(is_device(g) for g in guests),
     )
     problems += check_required(secrets, required, stack)
-    if not host:
+    if not host and not any(p.key.startswith("guests") for p in problems):
+        # (a cloud guest with a bad setting is not "no cloud guest")
         problems += _check_publisher(guests)
     if sections.get("app") is not None and sections["app"].registry_auth is not None:
         problems += check_required(secrets, ["registryPassword"], stack)
@@ -259,14 +261,14 @@ def _misplaced(alias: str, section: Any, environment: str) -> Problem | None:
 
 
 def _check_publisher(guests: Sequence[Guest]) -> Iterator[Problem]:
-    """A device that updates by pull (kind: host) reads its signed desired release from the
-    stack's cloud guest, which publishes it: the stack needs one."""
+    """A device (kind vm or host) updates by pull: it reads its signed desired release from
+    the stack's cloud guest, which publishes it. The stack needs one."""
     if any(g.kind == "lxc" for g in guests):
         return
-    for device in (g for g in guests if g.kind == "host"):
+    for device in (g for g in guests if is_device(g)):
         yield problem(
             f"guests.{device.name}",
-            "kind: host",
+            f"kind: {device.kind}",
             "updates by pull from the desired release the stack's cloud guest publishes, "
             "and this stack has no cloud guest",
             "add the stack's cloud guest (kind: lxc), or move the device to the stack that has it",

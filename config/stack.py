@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field
 from config.app import AppSettings
 from config.baseline import BaselineSettings
 from config.fields import AuthorizedKeys, Int, Model, Text, one_of, ranged
-from config.guests import Guest, GuestSpec, HostSpec
+from config.guests import Guest, GuestSpec, HostSpec, is_device
 from config.proxmox import HostShared, HostStackRef, NetworkSettings, ProxmoxSettings
 from config.runner import RunnerSettings
 from config.secrets import Secrets
@@ -85,6 +85,12 @@ class CommonConfig(Model):
     def hosts(self) -> tuple[HostSpec, ...]:
         """The existing machines (kind host)."""
         return tuple(g for g in self.guests if isinstance(g, HostSpec))
+
+    @property
+    def devices(self) -> tuple[Guest, ...]:
+        """The guests that run the device service and update by pull: the device-simulation VM
+        (kind vm) and the physical smoker (kind host)."""
+        return tuple(g for g in self.guests if is_device(g))
 
 
 class StackConfig(CommonConfig):

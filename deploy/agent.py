@@ -253,13 +253,13 @@ class _Run:
                     parse(data, public_key, seen=self.state.seen, stack=stack, guest=guest)
                 )
             except UnreachableError as exc:
-                error = (UNREACHABLE, "the desired release is unreachable", str(exc))
+                failure = (UNREACHABLE, "the desired release is unreachable", str(exc))
             except DesiredReleaseError as exc:
-                error = (REFUSED, "refused the desired release", str(exc))
+                failure = (REFUSED, "refused the desired release", str(exc))
             else:
                 continue
             if index == 0:
-                source_error = error
+                source_error = failure
         if not found:
             assert source_error is not None
             outcome, message, error = source_error

@@ -220,6 +220,23 @@ def packages_step() -> Step:
     )
 
 
+def prune_step(installed: list[str]) -> Step:
+    """Remove the agent's `*.py` files that the repository no longer has (a module removed or
+    renamed): the code steps only install, and a stale module could still be imported."""
+    return Step(
+        "agent-prune",
+        script(
+            f"keep=' {' '.join(installed)} '",
+            "removed=''",
+            f"for f in $(find {layout.AGENT_HOME} -type f -name '*.py' | sort); do",
+            '  case "$keep" in *" $f "*) ;; *) rm -f "$f"; removed="$removed $f" ;; esac',
+            "done",
+            'if [ -n "$removed" ]; then echo "changed removed$removed"; '
+            'else echo "unchanged agent code"; fi',
+        ),
+    )
+
+
 def agent_plan(settings: AgentSettings, public_key_pem: str) -> list[Step]:
     """Install the agent on a device: packages, directories, code, public key, units, timer."""
     steps = [
@@ -251,6 +268,7 @@ def agent_plan(settings: AgentSettings, public_key_pem: str) -> list[Step]:
                 '"$new"',
             )
         )
+    steps.append(prune_step(sorted(code_files())))
     steps.append(
         file_step(
             "agent-public-key",

@@ -22,9 +22,11 @@ from config import (
     CommonConfig,
     ConfigError,
     Guest,
+    GuestSpec,
     HostSpec,
     HostStackConfig,
     StackConfig,
+    is_device,
     parse_config,
 )
 from rendering.tailscale import release_source_problems
@@ -84,8 +86,8 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
     guests: dict[str, AnyGuest] = {}
     exports: dict[str, dict[str, object]] = {}
     publisher: Publisher | None = None  # the cloud guest, which publishes a device's release
-    # devices (kind: host) last: their release is published on the cloud guest
-    for spec in sorted(cfg.guests, key=lambda g: isinstance(g, HostSpec)):
+    # devices (kind vm or host) last: their release is published on the cloud guest
+    for spec in sorted(cfg.guests, key=is_device):
         guest = _guest(cfg, spec, host, opts)
         guests[spec.name] = guest
         exports[spec.name] = dict(guest.outputs)
@@ -124,8 +126,8 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
                 "version": runner.version,
                 "pulumiVersion": runner.pulumi.version,
             }
-        elif isinstance(spec, HostSpec):
-            # a device: its release is published on the cloud guest, built before it
+        elif is_device(spec):
+            # its release is published on the cloud guest, built before it
             assert isinstance(cfg, StackConfig) and docker_lookups is not None
             assert publisher is not None, "checked by the config loader (_check_publisher)"
             device = DeviceApp(
@@ -147,7 +149,8 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
             )
             exports[spec.name]["release"] = app.release.releaseId
             exports[spec.name]["digests"] = app.release.digests
-            if spec.kind == "lxc" and publisher is None:
+            if publisher is None:
+                assert isinstance(spec, GuestSpec)
                 publisher = Publisher(spec, guest.access, configured)
 
     if isinstance(cfg, StackConfig):
@@ -174,12 +177,12 @@ def load_stack_config() -> StackConfig | HostStackConfig:
     """The running program's stack configuration (raises ConfigError)."""
     values, secret_keys = runtime_config()
     cfg = parse_config(values, secret_keys, pulumi.get_stack())
-    if isinstance(cfg, StackConfig) and cfg.hosts:
+    if isinstance(cfg, StackConfig) and cfg.devices:
         # a device pulls its release from the cloud guest's tailnet name: checked before any
         # resource is declared (config/ cannot know the on-guest layout the check needs)
         publisher = next(g for g in cfg.proxmox_guests if g.kind == "lxc")
         problems = [
-            p for d in cfg.hosts for p in release_source_problems(publisher, cfg.tailnet, d.name)
+            p for d in cfg.devices for p in release_source_problems(publisher, cfg.tailnet, d.name)
         ]
         if problems:
             raise ConfigError(cfg.stack, problems)

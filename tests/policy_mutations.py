@@ -142,10 +142,12 @@ def release_by_tag(s: dict[str, Stack]) -> Stack:
 
 
 def device_image_by_tag(s: dict[str, Stack]) -> Stack:
-    release = find(s["dev"], "virtual-smoker-device-release")
-    images = dict(release.props["images"])
-    images["smokerUi"] = images["smokerUi"].split("@", 1)[0]
-    return replace(s["dev"], release, props={"images": images})
+    """The device VM's published release runs its smoker UI by tag."""
+    release = find(s["dev"], "virtual-smoker-device-desired-release")
+    compose = yaml.safe_load(release.props["compose"])
+    ui = compose["services"]["smoker-ui"]
+    ui["image"] = ui["image"].split("@", 1)[0]
+    return replace(s["dev"], release, props={"compose": yaml.safe_dump(compose)})
 
 
 def no_vzdump(s: dict[str, Stack]) -> Stack:
@@ -191,7 +193,12 @@ MUTATIONS: list[tuple[Callable[[dict[str, Stack]], Stack], str, str, str]] = [
     (smoker_mongo_on_all_interfaces, "loopback-ports", "smoker-desired-release", "127.0.0.1:"),
     (proxy_on_all_interfaces, "loopback-ports", "dev-cloud-proxy-compose", "127.0.0.1:"),
     (release_by_tag, "release-images-pinned", "prod-cloud-release", "pin it to the registry"),
-    (device_image_by_tag, "release-images-pinned", "virtual-smoker-device-release", "digest"),
+    (
+        device_image_by_tag,
+        "release-images-pinned",
+        "virtual-smoker-device-desired-release",
+        "digest",
+    ),
     (no_vzdump, "prod-backups", "prod-cloud", "app.vzdump"),
     (vzdump_disabled, "prod-backups", "prod-cloud", "app.vzdump"),
     (no_backup_timers, "prod-backups", "prod-cloud", "app.backups"),

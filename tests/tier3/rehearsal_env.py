@@ -16,8 +16,15 @@ runs under the engine model of `tests.sdk.rehearsal`; its resources are applied 
 * Every other Proxmox resource, the explicit providers, and the NAT command on the Proxmox host:
   not applied ("skipped: needs Proxmox"); their inputs are still diffed like any resource.
 * Device-VM steps that cannot run in a container guest: see `DEVICE_SKIPS`.
-* Commands: pulumi-command's remote Command over real SSH; the Release and MongoUsers: the SDK's
-  dynamic provider host.
+* Commands: pulumi-command's remote Command over real SSH; the Release, MongoUsers and the
+  device VM's DesiredRelease: the SDK's dynamic provider host. The DesiredRelease publishes on
+  dev-cloud and pushes to the device guest, whose agent (installed by the program's own steps)
+  deploys it. Two STAND-INs there: the device images are the registry stand-in's (the device
+  service is the backend stand-in on 3003, the smoker UI the frontend stand-in on 8080), and the
+  published compose file's `platform: linux/arm/v7` is swapped to `linux/amd64` in the
+  registration's inputs (`Amd64Device`) before the provider signs it: the guest is x86-64 and
+  cannot emulate arm/v7 (see `ARM`). The agent's `https://` source (dev-cloud's tailnet name)
+  does not resolve here: the agent takes the pushed copy.
 * The registry stand-in is plain HTTP: right after the program's own Docker daemon config step,
   the harness adds it to the guest daemon's insecure registries (production pulls from Docker
   Hub over TLS and needs no such setting).
@@ -62,7 +69,14 @@ from tests.sdk.rehearsal_state import (
 )
 from tests.sdk.wire import UNKNOWN
 from tests.tier3.baseline_env import docker_versions
-from tests.tier3.release_env import N, Releases, release_config
+from tests.tier3.release_env import (
+    DEVICE_SERVICE,
+    SMOKER_UI,
+    N,
+    Releases,
+    publish_device_images,
+    release_config,
+)
 from tools.registry import resolve, stand_in_digest
 from tools.synth import SYNTH_HOST_KEY
 
@@ -85,8 +99,8 @@ DEVICE_SKIPS = {
     "kernel (a VM has its own)",
     f"{DEVICE}-arm-emulation": ARM,
     f"{DEVICE}-arm-check": ARM,
-    f"{DEVICE}-release": ARM,
 }
+ARM_PLATFORM, TEST_PLATFORM = "platform: linux/arm/v7\n", "platform: linux/amd64\n"
 
 
 # What the VM's readiness check asks cloud-init; the harness has done its first boot's work.
@@ -254,6 +268,12 @@ class Rehearsal:
         assert guest is not None
         return guest
 
+    @property
+    def device(self) -> Guest:
+        guest = self.slots[DEVICE].guest
+        assert guest is not None
+        return guest
+
     def base_config(self) -> Raw:
         """The dev stack's config for these test guests (what can be said in config)."""
         engine, compose = docker_versions(self.cloud)
@@ -276,7 +296,13 @@ class Rehearsal:
         health checks (as `baseline_env.guest_stack_config` and `release_env.release_config`)."""
         docker = evolve(cfg.baseline.docker, crun=self.crun)
         cfg = evolve(cfg, baseline=evolve(cfg.baseline, docker=docker))
-        return release_config(cfg, self.releases, N)
+        cfg = release_config(cfg, self.releases, N)
+        images = {
+            **cfg.app.images,
+            "deviceService": self.releases.ref(DEVICE_SERVICE),
+            "smokerUi": self.releases.ref(SMOKER_UI),
+        }
+        return evolve(cfg, app=evolve(cfg.app, images=images))
 
     def build(self) -> None:
         from stacks.platform import build
@@ -289,9 +315,14 @@ class Rehearsal:
         command = RemoteCommand(ssh_runner)
         skip = NotApplied(NEEDS_PROXMOX)
         by_name: dict[str, Provider] = {name: NotApplied(why) for name, why in DEVICE_SKIPS.items()}
+        registry = self.releases.registry.address
         by_name[f"{CLOUD}-docker-config"] = AfterStep(
-            command, lambda: trust_registry(self.cloud, self.releases.registry.address)
+            command, lambda: trust_registry(self.cloud, registry)
         )
+        by_name[f"{DEVICE}-docker-config"] = AfterStep(
+            command, lambda: trust_registry(self.device, registry)
+        )
+        by_name[f"{DEVICE}-desired-release"] = Amd64Device(DynamicProvider(self.host))
         overrides = Overrides(
             by_name=by_name,
             by_type_prefix={
@@ -307,8 +338,8 @@ class Rehearsal:
         return provider_map(OnGuestsOnly(command, on_node), DynamicProvider(self.host), overrides)
 
     def digest_of(self, ref: str) -> str:
-        """The digest a preview plans: the registry stand-in's for the releases it serves; the
-        stand-in table's for the device images (the device release is not applied here)."""
+        """The digest a preview plans: the registry stand-in's for the images it serves (every
+        release's here), the stand-in table's for any other."""
         if ref.startswith(f"{self.releases.registry.address}/"):
             return resolve(ref, insecure=True)
         return stand_in_digest(ref)
@@ -329,6 +360,43 @@ class Rehearsal:
             if u.endswith(f"::{name}") and r.type.startswith(type_prefix)
         ]
         return found
+
+
+class Amd64Device:
+    """The device VM's DesiredRelease with its compose file's arm/v7 platform swapped to the
+    test guest's (see the module docstring); otherwise the dynamic provider as it is."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner = inner
+
+    @staticmethod
+    def _swapped(reg: Registration) -> Registration:
+        """(idempotent: diff and create see the same registration)"""
+        for props in (reg.wire, reg.inputs, reg.wire.get("compose")):
+            if not isinstance(props, dict):  # the wire's compose: a string or an output value
+                continue
+            key = "compose" if "compose" in props else "value"
+            compose = props.get(key)
+            if isinstance(compose, str) and ARM_PLATFORM in compose:
+                assert compose.count(ARM_PLATFORM) == 2, compose  # the device service and UI
+                props[key] = compose.replace(ARM_PLATFORM, TEST_PLATFORM)
+        return reg
+
+    def diff(self, reg: Registration, old: ResourceState) -> tuple[str, str]:
+        return self.inner.diff(self._swapped(reg), old)
+
+    def create(
+        self, reg: Registration, preview: bool, record: StepRecord
+    ) -> tuple[str, dict[str, Any]]:
+        return self.inner.create(self._swapped(reg), preview, record)
+
+    def update(
+        self, reg: Registration, old: ResourceState, preview: bool, record: StepRecord
+    ) -> dict[str, Any]:
+        return self.inner.update(self._swapped(reg), old, preview, record)
+
+    def delete(self, old: ResourceState, record: StepRecord) -> None:
+        self.inner.delete(old, record)
 
 
 class OnGuestsOnly:
@@ -396,6 +464,7 @@ def rehearsal(
 ) -> Iterator[Rehearsal]:
     """Test guests for both Proxmox guests (started, not yet configured) and the engine model."""
     ensure_network(engine, NETWORK, SUBNET, GATEWAY)
+    publish_device_images(engine, releases.registry, (N,))
     with tempfile.TemporaryDirectory(prefix="rehearsal-") as tmp, ProviderHost() as host:
         key = make_key(Path(tmp))
         slots = {

@@ -21,7 +21,7 @@ from testbed.harness import Engine, Guest
 from testbed.proxy import build_proxy
 from testbed.registry import Registry
 from testbed.registry.push import publish, trust_registry
-from testbed.standins import build_standins
+from testbed.standins import BACKEND_REPO, FRONTEND_REPO, build_standins
 from tests.configs import evolve
 from tests.tier3.baseline_env import Baselined
 
@@ -32,6 +32,8 @@ PROXY = "smoker-test/nginx"  # the cloud guests' reverse proxy (testbed.proxy: r
 PROXY_TAG = "1.22.1-bookworm"
 BACKEND = "smart-smoker/backend"
 FRONTEND = "smart-smoker/frontend"
+DEVICE_SERVICE = "smart-smoker/device-service"
+SMOKER_UI = "smart-smoker/smoker-ui"
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,35 @@ def release_config(cfg: StackConfig, releases: Releases, version: str) -> StackC
             cfg.app, tag=version, images=images, healthcheck=health, deploy=deploy, proxy=proxy
         ),
     )
+
+
+def derived_image(engine: Engine, base: str, ref: str, port: int) -> str:
+    """`base` (a stand-in) listening on `port`: the port the device's compose file and checks
+    name (the stand-ins read `PORT`)."""
+    dockerfile = (
+        f"FROM {base}\nENV PORT={port}\n"
+        'LABEL org.opencontainers.image.description="smoker-infra tier-3 STAND-IN"\n'
+    )
+    engine.docker("build", "-q", "-t", ref, "-", input=dockerfile.encode(), timeout=300)
+    return ref
+
+
+def publish_device_images(
+    engine: Engine, registry: Registry, versions: tuple[str, ...], broken: tuple[str, ...] = ()
+) -> None:
+    """The device's images in the registry stand-in: the device service (the backend STAND-IN
+    on 3003) at each of `versions` and `broken` (never healthy), the smoker UI (the frontend
+    STAND-IN on 8080) at the first version."""
+    build_standins(engine, versions=versions, broken_versions=broken)
+    local = {}
+    for version in (*versions, *broken):
+        base = f"{BACKEND_REPO}:{version}" + ("-broken" if version in broken else "")
+        image = derived_image(engine, base, f"smoker-test/device-standin:{version}", 3003)
+        local[image] = f"{DEVICE_SERVICE}:{version}"
+    ui = versions[0]
+    image = derived_image(engine, f"{FRONTEND_REPO}:{ui}", f"smoker-test/ui-standin:{ui}", 8080)
+    local[image] = f"{SMOKER_UI}:{ui}"
+    publish(engine, None, registry, local)
 
 
 def host_key(guest: Guest) -> str:

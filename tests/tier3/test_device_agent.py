@@ -65,11 +65,10 @@ from rendering.tailscale import release_source_url
 from testbed.harness import Engine, Guest
 from testbed.harness.engine import BRIDGE_IP, poll_until
 from testbed.registry import Registry
-from testbed.registry.push import publish, trust_registry
-from testbed.standins import BACKEND_REPO, FRONTEND_REPO, build_standins
+from testbed.registry.push import trust_registry
 from tests.configs import parse, set_path, stack_raw
 from tests.tier3.baseline_env import apply_plan
-from tests.tier3.release_env import host_key
+from tests.tier3.release_env import DEVICE_SERVICE, SMOKER_UI, host_key, publish_device_images
 
 pytestmark = pytest.mark.tier3
 
@@ -77,8 +76,6 @@ N, N1, N2 = "1.0.0", "1.1.0", "1.2.0"  # N+2 is broken: its device service never
 DEVICE = "smoker"
 SERIAL = "/dev/smoker-serial"  # docs/application.md: a test machine's stand-in node
 SOURCE = layout.published_release(DEVICE)  # a file path on the guest (see the docstring)
-DEVICE_SERVICE = "smart-smoker/device-service"
-SMOKER_UI = "smart-smoker/smoker-ui"
 STATE_DIR = layout.AGENT_STATE_DIR
 REPORT = layout.agent_report()
 LEDGER = "/var/log/smart-smoker/deployments.jsonl"
@@ -115,37 +112,6 @@ def device_config() -> tuple[StackConfig, HostSpec]:
     spec = cfg.guest(DEVICE)
     assert isinstance(spec, HostSpec)
     return cfg, spec
-
-
-def derived_image(engine: Engine, base: str, ref: str, port: int) -> str:
-    """`base` (a stand-in) listening on `port`: the port the device's compose file and checks
-    name (the stand-ins read `PORT`)."""
-    dockerfile = (
-        f"FROM {base}\nENV PORT={port}\n"
-        'LABEL org.opencontainers.image.description="smoker-infra tier-3 STAND-IN"\n'
-    )
-    engine.docker("build", "-q", "-t", ref, "-", input=dockerfile.encode(), timeout=300)
-    return ref
-
-
-def publish_device_images(engine: Engine, registry: Registry) -> None:
-    """device-service N, N+1, N+2 (broken) and one smoker UI, in the registry stand-in."""
-    build_standins(engine, versions=(N, N1), broken_versions=(N2,))
-    local = {
-        derived_image(engine, f"{BACKEND_REPO}:{N}", f"smoker-test/device-standin:{N}", 3003): (
-            f"{DEVICE_SERVICE}:{N}"
-        ),
-        derived_image(engine, f"{BACKEND_REPO}:{N1}", f"smoker-test/device-standin:{N1}", 3003): (
-            f"{DEVICE_SERVICE}:{N1}"
-        ),
-        derived_image(
-            engine, f"{BACKEND_REPO}:{N2}-broken", f"smoker-test/device-standin:{N2}", 3003
-        ): f"{DEVICE_SERVICE}:{N2}",
-        derived_image(engine, f"{FRONTEND_REPO}:{N}", f"smoker-test/ui-standin:{N}", 8080): (
-            f"{SMOKER_UI}:{N}"
-        ),
-    }
-    publish(engine, None, registry, local)
 
 
 @dataclass
@@ -272,7 +238,7 @@ def device(
 ) -> Iterator[Device]:
     root = tmp_path_factory.mktemp("device-registry")
     with Registry(root, BRIDGE_IP.split("/")[0], loopback=True) as registry:
-        publish_device_images(engine, registry)
+        publish_device_images(engine, registry, (N, N1), broken=(N2,))
         guest = guest_factory(hostname="smoker-device")
         trust_registry(guest, registry.address)
         guest.run(
@@ -300,7 +266,8 @@ def test_1_the_install_plan_applies_and_its_timer_runs_the_agent(device: Device)
     outputs = {r.step.name: r.stdout for r in first}
     # the guest image has Debian's packages (no network here): the step finds them installed
     assert "unchanged agent packages" in outputs["agent-packages"]
-    assert all(r.changed for r in first if r.step.name != "agent-packages"), outputs
+    assert outputs["agent-prune"] == "unchanged agent code"  # nothing stale on a new device
+    assert all(r.changed for r in first if r.step.name not in ("agent-packages", "agent-prune"))
     units = f"/etc/systemd/system/{SERVICE} /etc/systemd/system/{TIMER}"
     verified = device.run(f"systemd-analyze verify {units}", check=False)
     assert verified.returncode == 0, verified.stderr

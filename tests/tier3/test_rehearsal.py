@@ -4,11 +4,13 @@ The program runs under the engine model of `tests.sdk.rehearsal`, which applies 
 for real as `pulumi up` would (order, parallelism, diffs, replacements) and keeps the state
 between runs like Pulumi's checkpoint. The scenarios run in order on the same state:
 
-1. from empty guests to a verified release;
+1. from empty guests to a verified release on each: dev-cloud's pushed by its Release, the
+   device VM's published on dev-cloud (DesiredRelease) and applied by the VM's own update agent;
 2. a second run with nothing changed runs no command at all;
 3. one changed setting re-runs exactly what the preview (the diff model) says, and little;
 4. a rebuilt guest (`--replace` of the ContainerLegacy: a fresh guest at the same address)
-   converges in one run: new host key pinned, baseline, Tailscale, users, a verified release.
+   converges in one run: new host key pinned, baseline, Tailscale, users, a verified release,
+   and the device's desired release published on it again.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import layout
 from rendering import app
 from testbed.harness import Engine, Guest
 from tests.configs import set_path
-from tests.sdk.rehearsal_state import CREATE, REPLACE, Run, StepRecord
+from tests.sdk.rehearsal_state import CREATE, REPLACE, UPDATE, Run, StepRecord
 from tests.tier3.baseline_env import served_crun
 from tests.tier3.rehearsal_env import (
     CLOUD,
@@ -32,10 +35,14 @@ from tests.tier3.rehearsal_env import (
     rehearsal,
     summary,
 )
-from tests.tier3.release_env import N, Releases, live_containers
+from tests.tier3.release_env import DEVICE_SERVICE, SMOKER_UI, N, Releases, live_containers
 
+AGENT_TIMER = layout.AGENT_TIMER
 PROJECT = "smart-smoker-dev"
+DEVICE_PROJECT = "smart-smoker-device"
 APP_DIR = "/opt/smart-smoker-dev"
+DESIRED = f"{DEVICE}-desired-release"
+PUBLISHED = f"/srv/smart-smoker/device-releases/{DEVICE}.json"
 LEDGER = "/var/log/smart-smoker/deployments.jsonl"
 CLOUD_APP_CHAIN = (
     "dev-cloud-mongo-env",
@@ -75,6 +82,38 @@ def verify_release(guest: Guest, run: Run) -> None:
     record = json.loads(guest.run(f"tail -n 1 {LEDGER}").stdout)
     assert (record["outcome"], record["release"]) == ("deployed", current)
     assert guest.run("curl -fsS http://127.0.0.1:80/api/ready").returncode == 0
+
+
+def verify_device(rh: Rehearsal, sequence: int, outcome: str) -> None:
+    """The device VM's release: published on dev-cloud with `sequence`, pushed, and applied by
+    the VM's agent (`outcome`) with the planned images, healthy; its report says so."""
+    published = json.loads(rh.cloud.run(f"cat {PUBLISHED}").stdout)["document"]
+    assert (published["stack"], published["guest"], published["sequence"]) == (
+        "dev",
+        DEVICE,
+        sequence,
+    )
+    state = rh.state.resources[rh.urn(DESIRED)].outputs
+    assert (state["sequence"], state["delivery"], state["agentOutcome"]) == (
+        sequence,
+        "pushed",
+        outcome,
+    ), state["note"]
+    assert "the pushed copy" in state["note"]  # the tailnet name does not resolve here
+    live = live_containers(rh.device, DEVICE_PROJECT)
+    assert {service: health for service, (health, _) in live.items()} == {
+        "device-service": "healthy",
+        "smoker-ui": "healthy",
+    }
+    images = {service: image for service, (_, image) in live.items()}
+    registry = rh.releases.registry
+    assert images == {
+        "device-service": f"{rh.releases.ref(DEVICE_SERVICE)}@"
+        f"{registry.resolve(DEVICE_SERVICE, N)}",
+        "smoker-ui": f"{rh.releases.ref(SMOKER_UI)}@{registry.resolve(SMOKER_UI, N)}",
+    }
+    health = json.loads(rh.device.run("curl -fsS http://127.0.0.1:3003/api/health").stdout)
+    assert health["version"] == N
 
 
 def host_key(guest: Guest) -> str:
@@ -117,9 +156,11 @@ def test_1_from_empty_guests_to_a_verified_release(rh: Rehearsal) -> None:
     assert release.outputs["digests"] == rh.releases.digests(N)
     users = rh.state.resources[rh.urn("dev-cloud-mongo-users")]
     assert users.outputs["result"] == {"admin": "unchanged", app.MONGO_APP_USER: "created"}
-    device = rh.slots[DEVICE].guest
-    assert device is not None
-    for guest in (rh.cloud, device):
+    verify_device(rh, 1, "deployed")
+    # the pull path's timer runs on the device VM
+    assert rh.device.run(f"systemctl is-enabled {AGENT_TIMER}").stdout.strip() == "enabled"
+    assert rh.device.run(f"systemctl is-active {AGENT_TIMER}").stdout.strip() == "active"
+    for guest in (rh.cloud, rh.device):
         assert "Status: active" in guest.run("ufw status").stdout
         assert guest.run("systemctl is-active fail2ban docker tailscaled").returncode == 0
         assert "serve" in guest.run("cat /var/log/tailscale-stub/calls.jsonl").stdout
@@ -161,15 +202,18 @@ def test_4_a_rebuilt_guest_converges_in_one_run(rh: Rehearsal) -> None:
     new_key = host_key(rh.cloud)
     assert new_key != old_key
     # the same steps as planned: the guest and exactly what is deleted with it (the engine's
-    # deletedWith rule), and every command configuring the cloud guest ran again
+    # deletedWith rule), and every command configuring the cloud guest ran again; the device's
+    # desired release is published again on the new guest (its host key changed)
     assert run.ops() == preview.ops()
     deleted_with_guest = {
         r.urn.rsplit("::", 1)[-1]
         for r in rh.state.resources.values()
         if r.deleted_with == guest_urn
     }
-    assert set(run.ops()) == {CLOUD} | deleted_with_guest
-    assert set(run.ops().values()) == {REPLACE}
+    ops = run.ops()
+    assert ops.pop(DESIRED) == UPDATE
+    assert set(ops) == {CLOUD} | deleted_with_guest
+    assert set(ops.values()) == {REPLACE}
     cloud_commands = {
         u: r
         for u, r in rh.state.resources.items()
@@ -187,5 +231,6 @@ def test_4_a_rebuilt_guest_converges_in_one_run(rh: Rehearsal) -> None:
     users = rh.state.resources[rh.urn("dev-cloud-mongo-users")]
     assert users.outputs["result"][app.MONGO_APP_USER] == "created"
     verify_release(guest, run)
-    # the device guest was not touched
-    assert not any(name.startswith(DEVICE) for name in run.ops())
+    # the device guest was not touched but for the push of the same release: up to date
+    assert [n for n in run.ops() if n.startswith(DEVICE)] == [DESIRED]
+    verify_device(rh, 2, "up-to-date")

@@ -210,3 +210,26 @@ def _user() -> str:
 
 def _group() -> str:
     return subprocess.run(["id", "-gn"], capture_output=True, text=True).stdout.strip()
+
+
+def test_the_prune_step_removes_only_modules_the_repository_no_longer_has(tmp_path: Path) -> None:
+    home = tmp_path / "agent"
+    (home / "deploy").mkdir(parents=True)
+    kept = [home / "deploy/agent.py", home / "layout.py"]
+    stale = [home / "deploy/old_module.py"]
+    for path in (*kept, *stale):
+        path.write_text("x = 1\n")
+    (home / "deploy/notes.txt").write_text("not code\n")
+    step = agent.prune_step(sorted(str(p).replace(str(home), layout.AGENT_HOME) for p in kept))
+    body = step.script.replace(layout.AGENT_HOME, str(home))
+    first = subprocess.run(["sh", "-c", body], capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"changed removed {stale[0]}"
+    assert all(p.exists() for p in kept) and not stale[0].exists()
+    assert (home / "deploy/notes.txt").exists()
+    again = subprocess.run(["sh", "-c", body], capture_output=True, text=True, timeout=60)
+    assert again.stdout.strip() == "unchanged agent code"
+    # the installed plan keeps exactly the repository's files
+    (plan_step,) = [s for s in agent.agent_plan(SETTINGS, PUBLIC_PEM) if s.name == "agent-prune"]
+    for path in agent.code_files():
+        assert f" {path} " in plan_step.script

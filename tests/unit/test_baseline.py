@@ -194,7 +194,8 @@ def test_tailscale_flags_converge_identity() -> None:
         [9443, "/device-releases/", "path", "/srv/smart-smoker/device-releases", False],
     ]
     assert json.loads(wanted_serve(dev)) == [
-        [443, "http://127.0.0.1:80", False],
-        [8443, "http://127.0.0.1:3001", False],
+        [443, "/", "proxy", "http://127.0.0.1:80", False],
+        [8443, "/", "proxy", "http://127.0.0.1:3001", False],
+        [9443, "/device-releases/", "path", "/srv/smart-smoker/device-releases", False],
     ]
     assert json.loads(wanted_serve(device)) == [[443, "http://127.0.0.1:8080", False]]

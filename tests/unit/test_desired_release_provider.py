@@ -59,6 +59,7 @@ class World:
     stdins: list[bytes] = field(default_factory=list)
     fail_publish: bool = False
     real_agent: Callable[[], int] | None = None  # runs deploy.agent for `systemctl start`
+    timer_runs: int = 0  # starts that join a timer's run which read nothing new
 
     @property
     def published(self) -> Path:
@@ -89,6 +90,9 @@ class Recording(LocalTransport):
             return CommandResult(self.world.real_agent(), "", "")
         document = json.loads((self.world.device / "state/desired-release.json").read_text())
         doc = document["document"]
+        if self.world.timer_runs:
+            self.world.timer_runs -= 1
+            doc = {"sequence": None, "contentHash": ""}
         report = {
             "time": "2026-12-03T08:00:00Z",
             "outcome": self.world.agent_outcome,
@@ -200,6 +204,8 @@ def test_unchanged_content_is_no_change_and_connects_nowhere(world: World) -> No
         ({"checks": {"http": []}}, "contentHash"),
         ({"path": "/srv/elsewhere/smoker-pi.json"}, "path"),
         ({"publisherHost": "10.20.0.21"}, "publisherHost"),
+        # a rebuilt cloud guest: the document it held is gone, publish it again
+        ({"publisherHostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRebuilt"}, "publisherHostKey"),
         ({"guest": "smoker-pi-2"}, "guest"),
         ({"signingKey": OTHER_KEY_PEM}, "publicKey"),  # the device gets the new public key
     ],
@@ -274,6 +280,19 @@ def test_a_reachable_device_gets_the_push_and_reports(world: World) -> None:
     device_commands = [c for host, c in world.commands if host == "device"]
     assert any("systemctl start --wait smart-smoker-agent.service" in c for c in device_commands)
     assert all(c.startswith("timeout ") for c in device_commands if "systemctl" in c)
+
+
+def test_a_push_that_joins_a_timer_run_starts_the_agent_once_more(world: World) -> None:
+    """`systemctl start --wait` while the timer's run is under way waits for that run, which
+    read the device's document before the push wrote it."""
+    world.timer_runs = 1
+    outs = DesiredReleaseProvider().create(props(world)).outs or {}
+    assert (outs["delivery"], outs["agentOutcome"]) == ("pushed", "deployed")
+    starts = [c for host, c in world.commands if host == "device" and "systemctl start" in c]
+    assert len(starts) == 2
+    world.timer_runs = 5  # never more than two starts: then the note says so
+    outs = DesiredReleaseProvider().create(props(world, "1.1.0")).outs or {}
+    assert "report is about sequence None, not 2" in outs["note"]
 
 
 def test_a_device_that_is_off_is_not_a_failure(world: World) -> None:

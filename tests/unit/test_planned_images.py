@@ -15,6 +15,7 @@ from tools.registry import stand_in_digest
 from tools.synth import REGISTRY_LOOKUP, Synthesis, synthesize
 
 RELEASE = "pulumi-python:dynamic/app:Release"
+DESIRED_RELEASE = "pulumi-python:dynamic/device:DesiredRelease"
 NIGHTLY_BACKEND = "benjr70/smart-smoker-backend:nightly"
 
 
@@ -32,6 +33,11 @@ def releases(synthesis: Synthesis) -> dict[str, dict[str, Any]]:
     return {r.name: r.inputs for r in synthesis.by_type(RELEASE)}
 
 
+def published(synthesis: Synthesis) -> dict[str, str]:
+    """Each device's published release (DesiredRelease): its compose file."""
+    return {r.name: r.inputs["compose"] for r in synthesis.by_type(DESIRED_RELEASE)}
+
+
 def test_every_release_image_is_its_tag_pinned_to_the_registrys_digest(
     dev: Synthesis, prod: Synthesis
 ) -> None:
@@ -40,10 +46,6 @@ def test_every_release_image_is_its_tag_pinned_to_the_registrys_digest(
             "mongo": "mongo:7.0",
             "backend": NIGHTLY_BACKEND,
             "frontend": "benjr70/smart-smoker-frontend:nightly",
-        },
-        "virtual-smoker-device-release": {
-            "deviceService": "benjr70/smart-smoker-device-service:nightly",
-            "smokerUi": "benjr70/smart-smoker-smoker:nightly",
         },
         "prod-cloud-release": {
             "mongo": "mongo:7.0",
@@ -58,19 +60,26 @@ def test_every_release_image_is_its_tag_pinned_to_the_registrys_digest(
         assert found[name]["images"] == pinned
         compose = found[name]["compose"]
         assert sorted(service_images(compose).values()) == sorted(pinned.values())
-    # the physical smoker (kind: host): its published release, with the same pins
-    (desired,) = prod.by_type("pulumi-python:dynamic/device:DesiredRelease")
-    smoker = [
-        "benjr70/smart-smoker-device-service:v1.0.0",
-        "benjr70/smart-smoker-smoker:v1.0.0",
-    ]
-    assert sorted(service_images(desired.inputs["compose"]).values()) == sorted(
-        f"{ref}@{stand_in_digest(ref)}" for ref in smoker
-    )
+    # the devices (the VM, kind vm; the physical smoker, kind host): their published
+    # releases, with the same pins
+    devices = {
+        "virtual-smoker-device-desired-release": "nightly",
+        "smoker-desired-release": "v1.0.0",
+    }
+    found_published = {**published(dev), **published(prod)}
+    assert set(found_published) == set(devices)
+    for name, tag in devices.items():
+        refs = [
+            f"benjr70/smart-smoker-device-service:{tag}",
+            f"benjr70/smart-smoker-smoker:{tag}",
+        ]
+        assert sorted(service_images(found_published[name]).values()) == sorted(
+            f"{ref}@{stand_in_digest(ref)}" for ref in refs
+        )
 
 
 def test_the_device_images_keep_their_platform(dev: Synthesis) -> None:
-    compose = yaml.safe_load(releases(dev)["virtual-smoker-device-release"]["compose"])
+    compose = yaml.safe_load(published(dev)["virtual-smoker-device-desired-release"])
     for service in compose["services"].values():
         assert "@sha256:" in service["image"] and service["platform"] == "linux/arm/v7"
 
@@ -78,9 +87,11 @@ def test_the_device_images_keep_their_platform(dev: Synthesis) -> None:
 def test_each_lookup_goes_through_the_explicit_docker_provider(dev: Synthesis) -> None:
     (provider,) = dev.by_type("pulumi:providers:docker")
     lookups = [i for i in dev.invokes if i.token == REGISTRY_LOOKUP]
-    assert sorted(i.args["name"] for i in lookups) == sorted(
-        ref.split("@")[0] for inputs in releases(dev).values() for ref in inputs["images"].values()
-    )
+    planned = [ref for inputs in releases(dev).values() for ref in inputs["images"].values()]
+    planned += [
+        ref for compose in published(dev).values() for ref in service_images(compose).values()
+    ]
+    assert sorted(i.args["name"] for i in lookups) == sorted(ref.split("@")[0] for ref in planned)
     assert all(i.provider and i.provider.startswith(provider.urn) for i in lookups)
     assert "registryAuth" not in provider.inputs  # public images: no credentials
     # no Docker daemon: pulumi-docker's native half pings one at Configure, except over SSH

@@ -157,7 +157,7 @@ def test_component_type_tokens_and_parents(dev: Synthesis) -> None:
         "dev-cloud-tailscale": "smoker:guest:TailscaleNode",
         "virtual-smoker-device-tailscale": "smoker:guest:TailscaleNode",
         "dev-cloud-app": "smoker:app:AppStack",
-        "virtual-smoker-device-app": "smoker:app:AppStack",
+        "virtual-smoker-device-app": "smoker:device:DeviceApp",
         "vzdump-dev": "smoker:proxmox:VzdumpJob",
     }
     lxc = dev.one(LXC, "dev-cloud")
@@ -282,13 +282,49 @@ def test_users_converge_between_mongo_and_the_first_release(dev: Synthesis) -> N
 def test_each_guest_has_a_release_with_planned_images_and_its_checks(
     dev: Synthesis, guest: str, images: list[str], checks: list[str]
 ) -> None:
-    release = dev.one(RELEASE, f"{guest}-release").inputs
+    """The cloud guest's Release (pushed); the device VM's DesiredRelease (published on the
+    cloud guest for its agent to pull, and pushed when it answers)."""
+    if guest == "dev-cloud":
+        release = dev.one(RELEASE, f"{guest}-release").inputs
+        assert release["backup"] is True
+        assert release["stack"] == "dev" and release["appDir"] == "/opt/smart-smoker-dev"
+    else:
+        release = dev.one(DESIRED_RELEASE, f"{guest}-desired-release").inputs
+        assert (release["stack"], release["guest"]) == ("dev", guest)
+        assert release["publisherHost"] == "10.20.0.20"  # dev-cloud
+        assert release["path"] == "/srv/smart-smoker/device-releases/virtual-smoker-device.json"
+        assert (release["deviceHost"], release["deviceUser"]) == ("10.20.0.40", "smoker")
+        assert not dev.by_type(RELEASE) or guest not in {r.name for r in dev.by_type(RELEASE)}
     planned = list(service_images(release["compose"]).values())
     assert [ref.split("@sha256:")[0] for ref in planned] == images
     assert all("@sha256:" in ref for ref in planned)
     assert [c["url"] for c in release["checks"]["http"]] == checks
-    assert release["backup"] is (guest == "dev-cloud")
-    assert release["stack"] == "dev" and release["appDir"] == "/opt/smart-smoker-dev"
+
+
+def test_the_device_vm_runs_the_agent_from_its_cloud_guest(dev: Synthesis) -> None:
+    """VM 9001 updates like the physical smoker: no Release is pushed to it; the agent is
+    installed after its arm/v7 check and pulls from dev-cloud's tailnet name."""
+    assert [r.name for r in dev.by_type(RELEASE)] == ["dev-cloud-release"]
+    steps = [
+        r.name
+        for r in dev.by_type(COMMAND)
+        if r.parent and r.parent.endswith("smoker:device:DeviceApp::virtual-smoker-device-app")
+    ]
+    unit = "virtual-smoker-device-unit-smart-smoker-agent-service"
+    assert {"virtual-smoker-device-arm-check", unit, "virtual-smoker-device-agent-timer"} <= set(
+        steps
+    ), steps
+    first_agent_step = dev.one(COMMAND, "virtual-smoker-device-agent-packages")
+    assert any(u.endswith("::virtual-smoker-device-arm-check") for u in first_agent_step.depends_on)
+    units = dev.one(COMMAND, unit).inputs["stdin"]
+    assert (
+        "--source https://smart-smoker-dev-cloud.tail74646.ts.net:9443/device-releases/"
+        "virtual-smoker-device.json --pushed-copy " in units
+    )
+    desired = dev.one(DESIRED_RELEASE, "virtual-smoker-device-desired-release")
+    # after the agent is installed and dev-cloud serves the directory
+    assert any(urn.endswith("::virtual-smoker-device-agent-timer") for urn in desired.depends_on)
+    assert any(urn.endswith("::dev-cloud-tailscale-serve") for urn in desired.depends_on)
 
 
 def test_vzdump_job_covers_the_stack_guests(dev: Synthesis, prod: Synthesis) -> None:

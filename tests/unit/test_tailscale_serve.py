@@ -72,9 +72,13 @@ def test_a_served_directory_is_parsed_and_its_mount_ends_in_a_slash() -> None:
     assert releases_served(ts) == served
 
 
-def test_no_served_directories_by_default() -> None:
-    for guest in parse(DEV_RAW).guests:
-        assert guest.tailscale is None or guest.tailscale.serve_directories == ()
+def test_only_the_publisher_serves_a_directory() -> None:
+    """dev-cloud and prod-cloud serve their devices' desired releases; no other guest serves
+    any directory (nothing unless configured)."""
+    for stack, raw in (("dev", DEV_RAW), ("prod", stack_raw("prod"))):
+        cfg = parse(raw, stack)
+        served = {g.name for g in cfg.guests if g.tailscale and g.tailscale.serve_directories}
+        assert served == {f"{stack}-cloud"}, served
 
 
 BAD: list[tuple[str, dict[str, object] | list[dict[str, object]], str, str]] = [
