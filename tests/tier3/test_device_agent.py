@@ -61,13 +61,14 @@ from config import GuestSpec, HostSpec, StackConfig
 from deploy import desired
 from rendering import app
 from rendering.agent import AgentSettings, agent_arguments, agent_plan
+from rendering.baseline import baseline_plan
 from rendering.tailscale import release_source_url
 from testbed.harness import Engine, Guest
 from testbed.harness.engine import BRIDGE_IP, poll_until
 from testbed.registry import Registry
 from testbed.registry.push import trust_registry
 from tests.configs import parse, set_path, stack_raw
-from tests.tier3.baseline_env import apply_plan
+from tests.tier3.baseline_env import apply_plan, docker_versions
 from tests.tier3.release_env import DEVICE_SERVICE, SMOKER_UI, host_key, publish_device_images
 
 pytestmark = pytest.mark.tier3
@@ -260,13 +261,70 @@ def device(
         yield Device(engine, guest, registry, cfg, spec, key, settings)
 
 
+def baseline_config(device: Device) -> tuple[StackConfig, HostSpec]:
+    """The Pi's stack config for this guest: what config can say (the guest's Docker versions,
+    its harness key as the authorized key, link-local Docker networks), nothing else changed."""
+    engine_version, compose_version = docker_versions(device.guest)
+    public_key = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(device.guest.key_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    raw = stack_raw("prod")
+    raw = set_path(raw, "guests.smoker.device.serialDevice", SERIAL)
+    raw = set_path(raw, "sshAuthorizedKeys", [public_key])
+    raw = set_path(raw, "baseline.docker.engineVersion", engine_version)
+    raw = set_path(raw, "baseline.docker.composeVersion", compose_version)
+    raw = set_path(raw, "baseline.docker.bridgeIp", "169.254.90.1/24")
+    raw = set_path(raw, "baseline.docker.addressPools", [{"base": "169.254.96.0/20", "size": 24}])
+    cfg = parse(raw, "prod")
+    spec = cfg.guest(DEVICE)
+    assert isinstance(spec, HostSpec)
+    return cfg, spec
+
+
+def test_0_the_pis_baseline_applies_after_its_machine_check(device: Device) -> None:
+    """The Pi's whole baseline (`kind: host`: no LXC or VM step), run as the program runs it.
+    The guest is amd64: the machine check refuses it by name, and passes with the architecture
+    answered as the Pi's (a STAND-IN for that one command, in that one step)."""
+    cfg, spec = baseline_config(device)
+    steps = baseline_plan(cfg, spec)
+    assert steps[0].name == "machine-check"
+    assert not {"apt-sandbox", "swapfile", "arm-emulation"} & {s.name for s in steps}
+    refused = device.run(steps[0].command("root"), check=False)
+    assert refused.returncode == 1
+    assert (
+        "guests.smoker.arch = armhf, but the machine is amd64. Fix: set guests.smoker.arch"
+        in refused.stderr
+    )
+    as_the_pi = dataclasses.replace(steps[0], script="dpkg() { echo armhf; }\n" + steps[0].script)
+    first = apply_plan(device.guest, [as_the_pi, *steps[1:]])
+    # converged: a second apply changes nothing
+    again = apply_plan(device.guest, [as_the_pi, *steps[1:]])
+    assert [r.step.name for r in again if r.changed] == []
+    trust_registry(device.guest, device.registry.address)  # daemon.json is the baseline's now
+    outputs = {r.step.name: r.stdout.strip() for r in first}
+    assert outputs["machine-check"] == f"unchanged machine: armhf, serial device {SERIAL}"
+    assert outputs["docker-engine"].startswith("unchanged docker")  # the image's, as configured
+    status = device.run("ufw status").stdout
+    assert "Status: active" in status
+    for port in ("22/tcp", "3003/tcp", "8080/tcp"):
+        assert port in status, status
+    assert device.run("systemctl is-active fail2ban docker ssh").returncode == 0
+    sshd = device.run("sshd -T").stdout
+    assert "passwordauthentication no" in sshd
+    assert "permitrootlogin without-password" in sshd or "prohibit-password" in sshd
+    assert "sshd-users" in device.run("id -nG smoker").stdout.split()  # may log in over SSH
+
+
 def test_1_the_install_plan_applies_and_its_timer_runs_the_agent(device: Device) -> None:
     steps = agent_plan(device.settings, desired.public_pem(device.key))
     first = apply_plan(device.guest, steps)
     outputs = {r.step.name: r.stdout for r in first}
     # the guest image has Debian's packages (no network here): the step finds them installed
     assert "unchanged agent packages" in outputs["agent-packages"]
-    assert outputs["agent-prune"] == "unchanged agent code"  # nothing stale on a new device
+    assert outputs["agent-prune"].strip() == "unchanged agent code"  # nothing stale here
     assert all(r.changed for r in first if r.step.name not in ("agent-packages", "agent-prune"))
     units = f"/etc/systemd/system/{SERVICE} /etc/systemd/system/{TIMER}"
     verified = device.run(f"systemd-analyze verify {units}", check=False)
