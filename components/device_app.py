@@ -59,6 +59,7 @@ class DeviceApp(pulumi.ComponentResource):
             project=app.project_name(cfg, spec),
             app_dir=cfg.baseline.app_dir,
             source=release_source_url(cfg.stack, args.publisher.spec, cfg.tailnet, spec.name),
+            interval_seconds=cfg.app.device_updates.interval_seconds,
         )
         installed = step_commands(
             spec.name,

@@ -155,6 +155,15 @@ class ProxySettings(Model):
     )
 
 
+class DeviceUpdateSettings(Model):
+    """The devices' update agent (docs/device-updates.md): how often a device that is on pulls
+    its desired release (it also pulls at every boot)."""
+
+    interval_seconds: Annotated[
+        Int, ranged(300, 7 * 86400, "s", fix="use e.g. 3600 (an hour)")
+    ] = Field(3600, description="between two pulls while the device is on")
+
+
 class RegistryAuth(Model):
     """Credentials for a private registry (the password is the secret registryPassword)."""
 
@@ -195,3 +204,6 @@ class AppSettings(Model):
     vzdump: VzdumpSettings = Field(VzdumpSettings(), description="the Proxmox backup job")
     deploy: DeploySettings = Field(DeploySettings(), description="safe deploy")
     proxy: ProxySettings = Field(ProxySettings(), description="the cloud guests' reverse proxy")
+    device_updates: DeviceUpdateSettings = Field(
+        DeviceUpdateSettings(), description="the devices' update agent"
+    )

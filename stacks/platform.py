@@ -135,10 +135,16 @@ def build(cfg: CommonConfig) -> dict[str, AnyGuest]:
                 DeviceAppArgs(cfg, spec, guest.access, configured, publisher, docker_lookups),
                 opts,
             )
+            # published vs live: the agent's report when the push reached the device (else
+            # `python -m deploy --guest <device> status` reads it from the device)
             exports[spec.name]["desiredRelease"] = {
                 "sequence": device.desired.sequence,
                 "delivery": device.desired.delivery,
                 "note": device.desired.note,
+                "agentOutcome": device.desired.agentOutcome,
+                "liveRelease": device.desired.agentReport.apply(
+                    lambda report: (report or {}).get("liveRelease")
+                ),
             }
         elif isinstance(cfg, StackConfig):
             assert docker_lookups is not None

@@ -2,15 +2,15 @@
 
 The compose project comes up as a release deployed by the Release provider, the MongoDB users
 are converged by their dynamic provider (both called as Pulumi would), secrets stay in root-only
-files, backups are made, validated, pruned and restored for real, and a failing backup fires the
-failure unit.
+files, backups are made, validated and restored for real, and a failing backup fires the
+failure unit. Retention over simulated months (local and off-guest: 7/4/12) is
+tests/tier3/test_offsite.py's.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -184,25 +184,6 @@ def test_restore_drill_round_trips_the_data(deployed: AppGuest) -> None:
     assert read_back(deployed) == []
     deployed.run(f"{TOOL} restore {shlex.quote(archive)} --in-place")
     assert read_back(deployed) == docs
-
-
-def test_retention_with_a_shifted_clock_keeps_exactly_the_expected_backups(
-    deployed: AppGuest,
-) -> None:
-    directory = backup_dir(deployed.env.cfg)
-    deployed.run(f"rm -f {directory}/smartsmoker-*")
-    start = 1_893_456_000 + 7 * 3600  # 2030-01-01 02:00 America/New_York
-    nights = 40
-    for night in range(nights):
-        deployed.run(f"SMOKER_BACKUP_NOW={start + night * 86400} {TOOL} nightly")
-    kept = deployed.run(f"ls {directory} | grep archive.gz").stdout.split()
-    classes = [name.split("-")[1] for name in kept]
-    # 40 nights from Tue 2030-01-01: monthly on Jan 1 and Feb 1, Sundays weekly, the rest daily
-    assert classes.count("monthly") == 2
-    assert classes.count("weekly") == 4
-    assert classes.count("daily") == 7
-    newest = f"smartsmoker-daily-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(start + 39 * 86400))}"
-    assert any(name.startswith(newest) for name in kept)
 
 
 def test_a_failing_backup_fires_the_failure_unit(deployed: AppGuest) -> None:

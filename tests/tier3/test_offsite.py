@@ -209,6 +209,14 @@ def test_retention_over_simulated_months_keeps_exactly_7_4_12(
         )
         assert classes == Counter({"daily": 7, "weekly": 4, "monthly": 12})
         assert shipped > len(snapshots)  # the repository's retention did forget some
+        # the guest's own retention kept the same archives (the local copies)
+        local = guest.run(f"ls {app_guest.deployed.cfg.baseline.app_dir}/backups").stdout.split()
+        archives = sorted(name for name in local if name.endswith(".archive.gz"))
+        assert Counter(name.split("-")[1] for name in archives) == classes
+        remote = sorted(
+            p.rsplit("/", 1)[-1] for s in snapshots for p in s["paths"] if p.endswith(".archive.gz")
+        )
+        assert remote == archives
     finally:
         apply_plan(guest, backup_plan(cfg, project, None, secrets_for(target, "drill")))
 

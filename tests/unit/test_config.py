@@ -264,6 +264,12 @@ BAD_INPUTS: list[tuple[str, Callable[[Raw], Raw], str, str]] = [
     ("image-repo-bad", at("app.images.backend", "Bad Repo"), "app.images.backend", "repository"),
     ("keep-one-release", at("app.deploy.keepReleases", 1), "app.deploy.keepReleases", "2..50"),
     (
+        "device-pull-too-often",
+        at("app.deviceUpdates.intervalSeconds", 60),
+        "app.deviceUpdates.intervalSeconds",
+        "300..604800 s",
+    ),
+    (
         "verify-timeout-bad",
         at("app.deploy.verifyTimeoutSeconds", "soon"),
         "app.deploy.verifyTimeoutSeconds",

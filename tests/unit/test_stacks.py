@@ -321,6 +321,9 @@ def test_the_device_vm_runs_the_agent_from_its_cloud_guest(dev: Synthesis) -> No
         "--source https://smart-smoker-dev-cloud.tail74646.ts.net:9443/device-releases/"
         "virtual-smoker-device.json --pushed-copy " in units
     )
+    # app.deviceUpdates.intervalSeconds
+    timer = dev.one(COMMAND, "virtual-smoker-device-unit-smart-smoker-agent-timer").inputs["stdin"]
+    assert "OnUnitActiveSec=3600s" in timer and "OnBootSec=60s" in timer
     desired = dev.one(DESIRED_RELEASE, "virtual-smoker-device-desired-release")
     # after the agent is installed and dev-cloud serves the directory
     assert any(urn.endswith("::virtual-smoker-device-agent-timer") for urn in desired.depends_on)
@@ -391,7 +394,13 @@ def test_the_physical_smoker_declares_no_proxmox_resource(prod: Synthesis) -> No
         "sshHost": "smoker",
         "arch": "armhf",
         "tailscaleUrls": {},
-        "desiredRelease": {"sequence": None, "delivery": None, "note": None},
+        "desiredRelease": {
+            "sequence": None,
+            "delivery": None,
+            "note": None,
+            "agentOutcome": None,
+            "liveRelease": None,
+        },
     }
 
 
