@@ -159,9 +159,9 @@ class DeviceUpdateSettings(Model):
     """The devices' update agent (docs/device-updates.md): how often a device that is on pulls
     its desired release (it also pulls at every boot)."""
 
-    interval_seconds: Annotated[
-        Int, ranged(300, 7 * 86400, "s", fix="use e.g. 3600 (an hour)")
-    ] = Field(3600, description="between two pulls while the device is on")
+    interval_seconds: Annotated[Int, ranged(300, 7 * 86400, "s", fix="use e.g. 3600 (an hour)")] = (
+        Field(3600, description="between two pulls while the device is on")
+    )
 
 
 class RegistryAuth(Model):
