@@ -178,7 +178,13 @@ def test_identity_changes_converge(applied: Baselined) -> None:
     assert spec.tailscale is not None
     renamed = evolve(
         spec,
-        tailscale=evolve(spec.tailscale, hostname="renamed-node", tags=("tag:server",), serve=()),
+        tailscale=evolve(
+            spec.tailscale,
+            hostname="renamed-node",
+            tags=("tag:server",),
+            serve=(),
+            serve_directories=(),
+        ),
     )
     steps = [s for s in plan(cfg, renamed) if s.name.startswith("tailscale")]
     try:
@@ -192,16 +198,21 @@ def test_identity_changes_converge(applied: Baselined) -> None:
 
 
 def test_a_served_directory_converges_on_the_tailnet_only(applied: Baselined) -> None:
-    """The publisher's `serveDirectories` (the device releases): the directory is made, served
-    with `tailscale serve --set-path` (never funnel), recorded as a Path handler at its mount
-    with a trailing '/', and a second apply changes nothing."""
+    """dev-cloud's `serveDirectories` (the device VM's published releases): from a guest that
+    serves none, the directory is made, served with `tailscale serve --set-path` (never funnel),
+    recorded as a Path handler at its mount with a trailing '/'; a second apply changes nothing,
+    and dropping the entry removes the handler."""
     guest, cfg, spec = applied.guest, applied.cfg, applied.spec
     assert spec.tailscale is not None
     directory = layout.PUBLISHED_RELEASES_DIR
     served = ServeDirectory(https_port=9443, path="/device-releases", directory=directory)
-    publishing = evolve(spec, tailscale=evolve(spec.tailscale, serve_directories=(served,)))
-    steps = [s for s in plan(cfg, publishing) if s.name.startswith("tailscale")]
+    assert spec.tailscale.serve_directories == (served,)  # Pulumi.dev.yaml
+    without = evolve(spec, tailscale=evolve(spec.tailscale, serve_directories=()))
+    steps = [s for s in plan(cfg, spec) if s.name.startswith("tailscale")]
+    not_serving = [s for s in plan(cfg, without) if s.name.startswith("tailscale")]
     try:
+        apply_plan(guest, not_serving)
+        guest.run(f"rmdir {directory} /srv/smart-smoker 2>/dev/null || true", check=False)
         first = apply_plan(guest, steps)
         assert [r.step.name for r in first if r.changed] == ["tailscale-serve"]
         assert guest.run(f"stat -c %a:%U {directory}").stdout.strip() == "755:root"
@@ -221,11 +232,11 @@ def test_a_served_directory_converges_on_the_tailnet_only(applied: Baselined) ->
         assert not [args for args in calls if args[:1] == ["funnel"]]
         second = apply_plan(guest, steps)
         assert [r.step.name for r in second if r.changed] == []
+        apply_plan(guest, not_serving)
+        status = json.loads(guest.run("tailscale serve status --json").stdout or "{}") or {}
+        assert not [host for host in status.get("Web") or {} if host.endswith(":9443")]
     finally:
-        apply_plan(guest, [s for s in plan(cfg, spec) if s.name.startswith("tailscale")])
-        guest.run(f"rmdir {directory} /srv/smart-smoker 2>/dev/null || true", check=False)
-    status = json.loads(guest.run("tailscale serve status --json").stdout or "{}") or {}
-    assert not [host for host in status.get("Web") or {} if host.endswith(":9443")]
+        apply_plan(guest, steps)
 
 
 def test_second_apply_changes_nothing_and_restarts_nothing(applied: Baselined) -> None:
